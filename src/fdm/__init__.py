@@ -1,0 +1,1 @@
+"""Fast Diffusion Model reproduction pipeline."""
