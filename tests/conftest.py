@@ -1,5 +1,13 @@
-"""Shared test settings: CPU only, a fixed thread count so float reductions are repeatable."""
+"""Shared test settings: CPU only, a fixed thread count so float reductions are repeatable.
 
-import torch
+OMP_WAIT_POLICY=PASSIVE stops idle OpenMP threads from spinning: with several test processes on a
+2-core machine, spinning threads slowed small torch calls 10-100x. Subprocesses inherit it.
+"""
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402  (after the environment above)
 
 torch.set_num_threads(2)

@@ -1,20 +1,31 @@
 """`fdm <stage>`: thin command-line entry points over the library.
 
-Each stage lives in its own module and registers a click command here; this file only
-assembles the group and turns library errors into one clear line and a non-zero exit.
+Each stage module defines its click command; ``fdm.commands.COMMANDS`` names them and this group
+imports one only when it runs. Library errors (``FdmError``) become one line and exit status 2.
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import click
 
+from fdm.commands import COMMANDS
 from fdm.errors import FdmError
 
 
-class _Group(click.Group):
-    """Click group that reports `FdmError` as a single line instead of a traceback."""
+class _StageGroup(click.Group):
+    """Click group with lazily imported subcommands that reports `FdmError` as a single line."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module, attribute = COMMANDS[name].split(":")
+        return getattr(importlib.import_module(module), attribute)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -24,18 +35,7 @@ class _Group(click.Group):
             sys.exit(2)
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_StageGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="fdm-pipeline")
 def main() -> None:
     """Fast Diffusion Model reproduction pipeline: prepare, train, sample, score, report."""
-
-
-def _register() -> None:
-    """Attach every stage command. Imports are local so `fdm --help` stays fast."""
-    from fdm.commands import COMMANDS
-
-    for command in COMMANDS:
-        main.add_command(command)
-
-
-_register()

@@ -1,7 +1,9 @@
 """Inference snapshots: EMA weights as safetensors with the resolved config in the metadata.
 
 A snapshot never holds pickled code (DESIGN.md, "Checkpoints"): it is a flat map of tensors plus
-two metadata strings, ``fdm_snapshot`` (the format version) and ``config`` (JSON). The config has
+one metadata string, ``fdm_snapshot``, the JSON ``{"version": 1, "config": {...}}``. (One key, because
+safetensors writes several metadata keys in an arbitrary order, which would break byte-identical
+snapshots.) The config has
 at least ``network`` (keyword arguments of ``fdm.nets.build``) and ``formulation`` (the dict of
 ``Formulation.config()``), so ``load_denoiser`` needs nothing but the file.
 """
@@ -19,7 +21,7 @@ from safetensors.torch import load_file, safe_open, save_file
 
 from fdm.errors import FdmError
 
-FORMAT_VERSION = "1"
+FORMAT_VERSION = 1
 
 
 def atomic_write(path: str | os.PathLike, write) -> None:
@@ -44,7 +46,7 @@ def save_snapshot(path, state_dict: dict[str, torch.Tensor], config: dict) -> No
         if key not in config:
             raise ValueError(f"snapshot config needs a {key!r} entry")
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
-    metadata = {"fdm_snapshot": FORMAT_VERSION, "config": json.dumps(config, sort_keys=True)}
+    metadata = {"fdm_snapshot": json.dumps({"version": FORMAT_VERSION, "config": config}, sort_keys=True)}
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
@@ -59,11 +61,16 @@ def load_snapshot(path) -> tuple[dict[str, torch.Tensor], dict]:
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as err:
         raise FdmError(f"{path} is not an fdm snapshot (not a readable safetensors file: {err})") from None
-    if metadata.get("fdm_snapshot") != FORMAT_VERSION or "config" not in metadata:
+    try:
+        header = json.loads(metadata["fdm_snapshot"])
+        version, config = header["version"], header["config"]
+    except (KeyError, TypeError, ValueError):
         raise FdmError(
-            f"{path} is a safetensors file but not an fdm snapshot (no fdm_snapshot/config metadata)"
-        )
-    return state, json.loads(metadata["config"])
+            f"{path} is a safetensors file but not an fdm snapshot (no fdm_snapshot metadata)"
+        ) from None
+    if version != FORMAT_VERSION:
+        raise FdmError(f"{path}: snapshot format {version} is not supported (expected {FORMAT_VERSION})")
+    return state, config
 
 
 def load_denoiser(path, device: str | torch.device = "cpu"):
