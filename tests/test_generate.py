@@ -1,0 +1,271 @@
+"""Seeded sampling (`fdm sample`), sample files, and the one-pass `fdm evaluate`, on a tiny random network."""
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors.torch import save_file
+
+from fdm.cli import main
+from fdm.data.archive import Item, write_archive
+from fdm.diffusion import formulation
+from fdm.errors import FdmError
+from fdm.generate import (
+    Samples,
+    format_seeds,
+    generate_all,
+    load_samples,
+    parse_seeds,
+    quantize,
+    save_samples,
+)
+from fdm.metrics.featnet import DigitsNet, save_featnet
+from fdm.metrics.features import file_sha256
+from fdm.nets import build
+from fdm.snapshot import load_denoiser, save_snapshot
+
+NETWORK = dict(
+    arch="ddpmpp", img_resolution=8, img_channels=1, model_channels=16, channel_mult=(1,), num_blocks=1,
+    attn_resolutions=(), dropout=0.0,
+)  # fmt: skip
+
+
+def run_fdm(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def make_snapshot(path, label_dim=0, seed=0):
+    torch.manual_seed(seed)
+    network = dict(NETWORK, label_dim=label_dim)
+    save_snapshot(
+        path, build(**network).state_dict(), {"network": network, "formulation": formulation("edm").config()}
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def snapshots(tmp_path_factory):
+    root = tmp_path_factory.mktemp("snapshots")
+    return make_snapshot(root / "uncond.safetensors"), make_snapshot(root / "cond.safetensors", label_dim=3)
+
+
+def one_line_error(result, *fragments):
+    assert result.exit_code == 2, result.output
+    message = result.stderr.strip()
+    assert message.startswith("fdm: error:") and "\n" not in message, message
+    for fragment in fragments:
+        assert fragment in message, message
+
+
+def test_quantize_is_edm_rounding_by_truncation():
+    x = torch.tensor([-1.5, -1.0, -0.997, 0.0, 0.5, 0.999, 1.0, 2.0], dtype=torch.float64).reshape(1, 1, 1, 8)
+    expected = [0, 0, 0, 128, 191, 255, 255, 255]  # clip(x * 127.5 + 128, 0, 255), truncated.
+    assert quantize(x).ravel().tolist() == expected
+    assert quantize(x).shape == (1, 1, 8, 1)
+
+
+def test_seed_lists():
+    assert parse_seeds("0-3,7, 10-11") == [0, 1, 2, 3, 7, 10, 11]
+    assert format_seeds(parse_seeds("0-3,7,10-11")) == "0-3,7,10-11"
+    assert format_seeds(parse_seeds("0-49999")) == "0-49999"
+    for bad in ("", "a-3", "5-2", "1,1", "-1"):
+        with pytest.raises(FdmError):
+            parse_seeds(bad)
+
+
+@pytest.mark.parametrize("which", [0, 1], ids=["unconditional", "conditional"])
+def test_images_do_not_depend_on_batch_size(snapshots, which):
+    denoiser, _ = load_denoiser(snapshots[which])
+    seeds = [5, 0, 17, 3, 9]  # Any order: outputs follow it.
+    runs = [generate_all(denoiser, seeds, "heun", 3, batch_size=b, s_churn=2.0) for b in (1, 2, 5)]
+    for run_seeds, images, labels in runs:
+        assert run_seeds.tolist() == seeds
+        np.testing.assert_array_equal(images, runs[0][1])
+        np.testing.assert_array_equal(labels, runs[0][2])
+    assert runs[0][1].shape == (5, 8, 8, 1) and runs[0][1].dtype == np.uint8
+    assert len({image.tobytes() for image in runs[0][1]}) == 5  # Different seeds, different images.
+
+
+def test_class_is_drawn_after_the_latent_from_the_seed(snapshots):
+    denoiser, _ = load_denoiser(snapshots[1])
+    seeds = list(range(12))
+    _, _, labels = generate_all(denoiser, seeds, "euler", 1, batch_size=4)
+    expected = []
+    for seed in seeds:
+        generator = torch.Generator().manual_seed(seed)
+        torch.randn([1, 8, 8], generator=generator)
+        expected.append(int(torch.randint(3, size=[], generator=generator)))
+    assert labels.tolist() == expected
+    assert len(set(expected)) > 1
+    _, _, unconditional = generate_all(load_denoiser(snapshots[0])[0], seeds, "euler", 1)
+    assert (unconditional == -1).all()
+
+
+def test_sample_command_writes_images_seeds_labels_provenance_and_grid(tmp_path, snapshots):
+    dest, grid = tmp_path / "s.npz", tmp_path / "grid.png"
+    result = run_fdm(
+        "sample", "--snapshot", snapshots[1], "--sampler", "heun", "--nfe", 3, "--seeds", "10-14",
+        "--batch", 2, "--device", "cpu", "--dest", dest, "--grid", grid,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    samples = load_samples(dest)
+    assert samples.images.shape == (5, 8, 8, 1) and samples.seeds.tolist() == [10, 11, 12, 13, 14]
+    assert set(samples.labels.tolist()) <= {0, 1, 2}
+    assert samples.meta == {
+        "sampler": "heun", "num_steps": 2, "nfe": 3, "seeds": "10-14", "snapshot": str(snapshots[1]),
+        "snapshot_sha256": file_sha256(snapshots[1]),
+    }  # fmt: skip
+    with PIL.Image.open(grid) as image:
+        assert image.size == (3 * 9 + 1, 2 * 9 + 1)  # 3 columns, 2 rows, 1-pixel padding.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["grid.png", "s.npz"]
+
+
+def test_sample_command_refuses_bad_steps_and_devices(tmp_path, snapshots):
+    common = ("sample", "--snapshot", snapshots[0], "--dest", tmp_path / "s.npz")
+    one_line_error(run_fdm(*common, "--sampler", "heun", "--nfe", 4), "NFE 4")
+    one_line_error(run_fdm(*common, "--steps", 2, "--nfe", 3), "exactly one of --steps and --nfe")
+    if not torch.cuda.is_available():
+        one_line_error(run_fdm(*common, "--steps", 2, "--device", "cuda"), "no CUDA")
+    assert not (tmp_path / "s.npz").exists()
+
+
+def test_snapshots_that_are_not_ours_are_refused(tmp_path):
+    save_file({"weight": torch.randn(3, 3)}, tmp_path / "random.safetensors")
+    with open(tmp_path / "model.pkl", "wb") as f:
+        pickle.dump({"ema": [1, 2, 3]}, f)
+    for name in ("random.safetensors", "model.pkl"):
+        result = run_fdm("sample", "--snapshot", tmp_path / name, "--steps", 2, "--dest", tmp_path / "s.npz")
+        one_line_error(result, "not an fdm snapshot")
+    assert not (tmp_path / "s.npz").exists()
+
+
+def test_sample_files_of_wrong_dtype_or_shape_are_refused(tmp_path):
+    images = np.zeros((4, 8, 8, 1), dtype=np.uint8)
+    seeds, labels = np.arange(4), np.full(4, -1)
+    save_samples(tmp_path / "float.npz", Samples(images.astype(np.float32), seeds, labels))
+    save_samples(tmp_path / "flat.npz", Samples(images[..., 0], seeds, labels))
+    np.save(tmp_path / "chw.npy", images.transpose(0, 3, 1, 2))
+    (tmp_path / "junk.npz").write_bytes(b"junk")
+    for name, fragment in [("float.npz", "uint8"), ("flat.npz", "[N, H, W, C]"), ("chw.npy", "[N, H, W, C]"),
+                           ("junk.npz", "not a sample file")]:  # fmt: skip
+        with pytest.raises(FdmError, match=fragment.replace("[", r"\[")):
+            load_samples(tmp_path / name)
+    np.save(tmp_path / "ok.npy", images)
+    assert load_samples(tmp_path / "ok.npy").images.shape == (4, 8, 8, 1)  # A bare array from elsewhere.
+
+
+@pytest.fixture(scope="module")
+def digits_reference(tmp_path_factory):
+    """A random-weight 8x8 feature network (an extractor for plumbing tests) and its reference statistics."""
+    root = tmp_path_factory.mktemp("reference")
+    torch.manual_seed(0)
+    save_featnet(root / "net.pt", DigitsNet(img_resolution=8).eval(), {"held_out_accuracy": None})
+    images = np.random.default_rng(0).integers(0, 256, size=(40, 8, 8, 1), dtype=np.uint8)
+    write_archive(root / "set.zip", (Item(str(i), image, i % 3) for i, image in enumerate(images)))
+    stats = root / "set.stats.npz"
+    result = run_fdm(
+        "ref-stats", "--data", root / "set.zip", "--extractor", "digitsnet", "--featnet", root / "net.pt",
+        "--dest", stats,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return root / "net.pt", stats
+
+
+def test_evaluate_equals_sample_then_fid(tmp_path, snapshots, digits_reference):
+    featnet, stats = digits_reference
+    sampling = (
+        "--snapshot",
+        snapshots[1],
+        "--sampler",
+        "dpmpp_3s",
+        "--nfe",
+        3,
+        "--seeds",
+        "0-15",
+        "--batch",
+        6,
+    )
+    scoring = ("--extractor", "digitsnet", "--featnet", featnet, "--stats", stats)
+    assert run_fdm("sample", *sampling, "--dest", tmp_path / "s.npz").exit_code == 0
+    result = run_fdm("fid", "--samples", tmp_path / "s.npz", *scoring, "--dest", tmp_path / "two_pass.json")
+    assert result.exit_code == 0, result.output
+    result = run_fdm(
+        "evaluate", *sampling, *scoring, "--dest", tmp_path / "one_pass.json", "--grid", tmp_path / "g.png"
+    )
+    assert result.exit_code == 0, result.output
+    two_pass = json.loads((tmp_path / "two_pass.json").read_text())
+    one_pass = json.loads((tmp_path / "one_pass.json").read_text())
+    # Same images; the features differ only by float32 batching (batches of 6 vs 256).
+    for name in ("fid_digitsnet", "kid_digitsnet"):  # Metric values sit at the top level.
+        assert one_pass[name] == pytest.approx(two_pass[name], rel=1e-6), name
+    assert one_pass["fid_digitsnet"] > 0
+    for key in (
+        "sampler",
+        "nfe",
+        "num_steps",
+        "seeds",
+        "snapshot_sha256",
+        "extractor",
+        "mode",
+        "num_samples",
+    ):
+        assert one_pass[key] == two_pass[key], key
+    assert (one_pass["nfe"], one_pass["num_samples"], one_pass["extractor"]) == (3, 16, "digitsnet")
+    assert one_pass["reference"]["count"] == 40
+    assert (tmp_path / "g.png").is_file()
+
+
+def test_evaluate_refuses_stats_of_another_network(tmp_path, snapshots, digits_reference):
+    featnet, stats = digits_reference
+    torch.manual_seed(1)
+    save_featnet(tmp_path / "other.pt", DigitsNet(img_resolution=8).eval(), {})
+    result = run_fdm(
+        "evaluate", "--snapshot", snapshots[0], "--steps", 2, "--extractor", "digitsnet",
+        "--featnet", tmp_path / "other.pt", "--stats", stats, "--dest", tmp_path / "m.json",
+    )  # fmt: skip
+    one_line_error(result, "different digitsnet network file")
+    assert not (tmp_path / "m.json").exists()
+
+
+@pytest.mark.slow  # Starts two processes under torchrun (gloo on the CPU).
+def test_torchrun_two_processes_give_the_same_sample_file(tmp_path, snapshots):
+    fdm_script = Path(sys.executable).parent / "fdm"
+    common = (
+        "sample",
+        "--snapshot",
+        snapshots[1],
+        "--steps",
+        2,
+        "--seeds",
+        "0-6",
+        "--batch",
+        2,
+        "--device",
+        "cpu",
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        fdm_script,
+    ]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    subprocess.run(
+        [*map(str, command), *map(str, common), "--dest", tmp_path / "two.npz"], check=True, env=env
+    )
+    assert run_fdm(*common, "--dest", tmp_path / "one.npz").exit_code == 0
+    one, two = load_samples(tmp_path / "one.npz"), load_samples(tmp_path / "two.npz")
+    assert two.seeds.tolist() == list(range(7))
+    np.testing.assert_array_equal(one.images, two.images)
+    np.testing.assert_array_equal(one.labels, two.labels)

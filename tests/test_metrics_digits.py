@@ -1,0 +1,116 @@
+"""The digits feature network and FID/KID in its features, end to end on the prepared digits.
+
+One module fixture runs the real stages once: `fdm prepare digits`, `fdm featnet`, `fdm ref-stats`.
+"""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from threadpoolctl import threadpool_limits
+
+from fdm.cli import main
+from fdm.data import ImageDataset
+from fdm.metrics.featnet import train_featnet
+from fdm.metrics.features import build_extractor
+from fdm.metrics.scores import fid, kid
+from fdm.metrics.stats import embed, feature_moments, load_stats
+
+pytestmark = pytest.mark.slow  # Trains the feature network once (about 10 s on one core).
+
+
+def run_fdm(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def stages(tmp_path_factory):
+    root = tmp_path_factory.mktemp("digits")
+    paths = {name: root / name for name in ("digits.zip", "digitsnet.pt", "digits.digitsnet.stats.npz")}
+    for args in (
+        ("prepare", "digits", "--dest", paths["digits.zip"]),
+        ("featnet", "--data", paths["digits.zip"], "--dest", paths["digitsnet.pt"]),
+        ("ref-stats", "--data", paths["digits.zip"], "--extractor", "digitsnet", "--featnet", paths["digitsnet.pt"],
+         "--dest", paths["digits.digitsnet.stats.npz"]),
+    ):  # fmt: skip
+        result = run_fdm(*args)
+        assert result.exit_code == 0, result.output
+    dataset = ImageDataset(paths["digits.zip"])
+    extractor = build_extractor("digitsnet", featnet=paths["digitsnet.pt"])
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield dict(
+            paths, images=dataset.images.transpose(0, 2, 3, 1), labels=dataset.labels, extractor=extractor
+        )
+
+
+def test_featnet_held_out_accuracy_is_at_least_97_percent(stages):
+    info = json.loads(stages["digitsnet.pt"].with_suffix(".json").read_text())
+    assert info["held_out_accuracy"] >= 0.97
+    assert info["held_out_count"] == 360 and info["train_count"] == 1797 - 360  # Stratified 20%.
+    net = torch.jit.load(str(stages["digitsnet.pt"]))
+    assert net(torch.zeros(2, 1, 16, 16)).shape == (2, info["feature_dim"])
+
+
+def test_featnet_training_is_deterministic(stages):
+    images, labels = stages["images"][:400], stages["labels"][:400]
+    (a, _), (b, _) = (train_featnet(images, labels, seed=3, epochs=1) for _ in range(2))
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(pa, pb), name
+
+
+def test_reference_stats_cover_the_whole_dataset(stages):
+    stats = load_stats(stages["digits.digitsnet.stats.npz"])
+    assert (stats.extractor, stats.mode, stats.count, stats.image_shape) == (
+        "digitsnet",
+        "native",
+        1797,
+        (16, 16, 1),
+    )
+    features = embed(stages["extractor"], stages["images"])
+    np.testing.assert_allclose(stats.mu, features.mean(axis=0), rtol=1e-5, atol=1e-5)
+
+
+def test_fid_self_zero_halves_small_noise_large(stages):
+    images, extractor = stages["images"], stages["extractor"]
+    features = embed(extractor, images)
+    mu, sigma = feature_moments(features)
+    scale = np.trace(sigma)
+    # A set against itself.
+    assert abs(fid(features, mu, sigma)) < 1e-6 * scale
+    # Two disjoint halves (interleaved, so both hold every class) against Gaussian-noise images.
+    half_a, half_b = features[0::2], features[1::2]
+    mu_b, sigma_b = feature_moments(half_b)
+    noise = np.random.default_rng(0).normal(128, 64, size=images.shape).clip(0, 255).astype(np.uint8)
+    halves, against_noise = fid(half_a, mu_b, sigma_b), fid(embed(extractor, noise), mu_b, sigma_b)
+    assert 0 < halves < 0.05 * against_noise
+    # KID on 300-image sets keeps its 100 random subsets cheap.
+    assert kid(half_a[:300], half_b) < 0.05 * kid(embed(extractor, noise[:300]), half_b)
+
+
+def test_fid_and_kid_grow_monotonically_with_added_noise(stages):
+    images, extractor = stages["images"], stages["extractor"]
+    stats = load_stats(stages["digits.digitsnet.stats.npz"])
+    rng = np.random.default_rng(0)
+    unit_noise = rng.normal(size=images.shape)
+    fids, kids = [], []
+    for noise_std in (0, 16, 32, 64, 128):
+        noisy = (images + noise_std * unit_noise).clip(0, 255).astype(np.uint8)
+        features = embed(extractor, noisy)
+        fids.append(fid(features, stats.mu, stats.sigma))
+        kids.append(kid(features[::6], stats.features))  # 300 images keep KID's subsets cheap.
+    assert abs(fids[0]) < 1e-6 * np.trace(stats.sigma)  # Unchanged images: the reference itself.
+    assert np.all(np.diff(fids) > 0), fids
+    assert np.all(np.diff(kids) > 0), kids
+
+
+def test_featnet_refuses_a_dataset_without_labels(tmp_path, stages):
+    from fdm.data.archive import Item, write_archive
+
+    unlabelled = tmp_path / "unlabelled.zip"
+    write_archive(unlabelled, (Item(str(i), image) for i, image in enumerate(stages["images"][:20])))
+    result = run_fdm("featnet", "--data", unlabelled, "--dest", tmp_path / "net.pt")
+    assert result.exit_code == 2
+    assert "has no labels" in result.output
+    assert not (tmp_path / "net.pt").exists()

@@ -1,0 +1,134 @@
+"""FID/KID on synthetic features (closed forms, invariants) and the reference-statistics file."""
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_limits
+
+from fdm.errors import FdmError
+from fdm.metrics.features import FeatureExtractor
+from fdm.metrics.scores import fid, kid, metric_name, score
+from fdm.metrics.stats import ReferenceStats, check_matches, feature_moments, load_stats, save_stats
+
+
+@pytest.fixture(autouse=True)
+def one_blas_thread():
+    """KID's many small products run faster on one BLAS thread than on a shared 2-core machine's two."""
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
+def gaussian_features(n=2000, dim=8, seed=0):
+    """n draws of one correlated Gaussian in ``dim`` dimensions (the seed changes the draws only)."""
+    mixing = np.random.default_rng(dim).normal(size=(dim, dim))
+    return np.random.default_rng(seed).normal(size=(n, dim)) @ mixing
+
+
+def stats_of(features, extractor="digitsnet", mode="native", sha="a" * 64, shape=(16, 16, 1)):
+    mu, sigma = feature_moments(features)
+    return ReferenceStats(
+        mu, sigma, features.astype(np.float32), extractor, mode, sha, "x.zip", "b" * 64, shape
+    )
+
+
+def test_moments_are_float64_mean_and_unbiased_covariance():
+    features = gaussian_features(n=50).astype(np.float32)
+    mu, sigma = feature_moments(features)
+    assert mu.dtype == sigma.dtype == np.float64
+    centred = features.astype(np.float64) - features.mean(axis=0, dtype=np.float64)
+    np.testing.assert_allclose(sigma, centred.T @ centred / (len(features) - 1), rtol=1e-10)
+
+
+def test_fid_of_a_set_against_itself_is_zero():
+    features = gaussian_features()
+    mu, sigma = feature_moments(features)
+    assert abs(fid(features, mu, sigma)) < 1e-6 * np.trace(sigma)
+
+
+def test_fid_of_a_shifted_set_is_the_squared_shift():
+    # Same covariance, means apart by c: FID = |c|^2 exactly.
+    features = gaussian_features()
+    mu, sigma = feature_moments(features)
+    shift = np.linspace(-1.0, 2.0, features.shape[1])
+    assert fid(features + shift, mu, sigma) == pytest.approx(shift @ shift, rel=1e-6)
+
+
+def test_fid_of_a_scaled_set_matches_the_closed_form():
+    # Sigma_2 = a^2 Sigma: Tr(Sigma + a^2 Sigma - 2 a Sigma) = (1 - a)^2 Tr(Sigma).
+    features = gaussian_features()
+    mu, sigma = feature_moments(features)
+    a = 1.7
+    scaled = (features - mu) * a + mu
+    assert fid(scaled, mu, sigma) == pytest.approx((1 - a) ** 2 * np.trace(sigma), rel=1e-6)
+
+
+def test_fid_refuses_features_of_another_dimension():
+    mu, sigma = feature_moments(gaussian_features(dim=8))
+    with pytest.raises(FdmError, match="dimension"):
+        fid(gaussian_features(dim=4), mu, sigma)
+
+
+def test_kid_is_near_zero_for_one_distribution_and_grows_with_a_shift():
+    ref = gaussian_features(n=200, seed=1)
+    same = kid(gaussian_features(n=200, seed=2), ref)
+    shifted = kid(gaussian_features(n=200, seed=2) + 3.0, ref)  # A shift of about one standard deviation.
+    assert abs(same) < 0.05 * shifted
+    assert shifted > 0
+
+
+def test_kid_is_repeatable_and_leaves_numpy_global_state_alone():
+    a, b = gaussian_features(n=300, seed=1), gaussian_features(n=300, seed=2)
+    np.random.seed(123)  # noqa: NPY002
+    before = np.random.get_state()[1].copy()  # noqa: NPY002
+    assert kid(a, b) == kid(a, b)
+    np.testing.assert_array_equal(np.random.get_state()[1], before)  # noqa: NPY002
+    with pytest.raises(FdmError, match="at least 2"):
+        kid(a[:1], b)
+
+
+def test_metric_names_carry_extractor_and_mode():
+    assert metric_name("fid", "inception", "legacy_tensorflow") == "fid_inception_legacy_tensorflow"
+    assert metric_name("kid", "inception", "clean") == "kid_inception_clean"
+    assert metric_name("fid", "digitsnet", "native") == "fid_digitsnet"
+    features = gaussian_features(n=100)
+    assert set(score(features, stats_of(features))) == {"fid_digitsnet", "kid_digitsnet"}
+
+
+def test_stats_file_round_trip(tmp_path):
+    stats = stats_of(gaussian_features(n=100))
+    save_stats(tmp_path / "ref.npz", stats)
+    loaded = load_stats(tmp_path / "ref.npz")
+    np.testing.assert_array_equal(loaded.mu, stats.mu)
+    np.testing.assert_array_equal(loaded.sigma, stats.sigma)
+    np.testing.assert_array_equal(loaded.features, stats.features)
+    assert (loaded.extractor, loaded.mode, loaded.image_shape, loaded.count) == (
+        "digitsnet",
+        "native",
+        (16, 16, 1),
+        100,
+    )
+    assert [p.name for p in tmp_path.iterdir()] == ["ref.npz"]  # No temporary file left behind.
+
+
+def test_load_stats_refuses_other_files(tmp_path):
+    np.savez(tmp_path / "other.npz", mu=np.zeros(3))
+    (tmp_path / "text.npz").write_text("not numpy")
+    for name in ("other.npz", "text.npz", "missing.npz"):
+        with pytest.raises(FdmError, match="ref-stats"):
+            load_stats(tmp_path / name)
+
+
+def test_check_matches_refuses_another_extractor_mode_network_or_image_shape():
+    stats = stats_of(gaussian_features(n=10), extractor="inception", mode="clean")
+
+    def extractor(name="inception", mode="clean", sha="a" * 64):
+        return FeatureExtractor(name, mode, sha, embed=lambda images: images)
+
+    check_matches(stats, extractor(), (16, 16, 1))
+    with pytest.raises(FdmError, match="inception/clean, not the requested inception/legacy_tensorflow"):
+        check_matches(stats, extractor(mode="legacy_tensorflow"))
+    with pytest.raises(FdmError, match="not the requested digitsnet/native"):
+        check_matches(stats, extractor("digitsnet", "native"))
+    with pytest.raises(FdmError, match="different inception network file"):
+        check_matches(stats, extractor(sha="c" * 64))
+    with pytest.raises(FdmError, match="32x32x3"):
+        check_matches(stats, extractor(), (32, 32, 3))
