@@ -1,0 +1,371 @@
+"""The params file (``params.yaml``, ``config/*.yaml``): load, validate, and resolve per-job settings.
+
+This is the library's only YAML reader. A profile is checked against
+``workflow/schemas/params.schema.yaml`` (the same JSON Schema Snakemake's ``validate`` uses), then
+against the cross-references a schema cannot express (milestones, dataset names, the report
+metric). Any problem is one ``FdmError`` line naming the file and the key, e.g.
+``params.yaml: train.defaults.lr: 'abc' is not of type 'number'``. The module does not import
+torch, so a Snakefile can read params cheaply.
+
+Training settings are layered (docs/profiles.md): ``train.defaults``, then ``train.variants.<variant>``,
+then ``train.datasets.<dataset>``, then ``train.datasets.<dataset>.variants.<variant>``. This is how
+the paper's table (digest section 2) is written down: the learning rate per dataset, the architecture
+per variant, FDM's warmup and multiplier per (dataset, variant).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from types import MappingProxyType
+
+import jsonschema
+import yaml
+
+from fdm.errors import FdmError
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "params.schema.yaml"
+BASELINE = {"fdm_edm": "edm", "fdm_vp": "vp", "fdm_ve": "ve"}
+"""Each FDM variant and the baseline it modifies."""
+
+
+# YAML ---------------------------------------------------------------------------------------------------------
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (PyYAML silently keeps the last)."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            line = key_node.start_mark.line + 1
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r} (line {line})")
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def read_yaml(path: str | Path):
+    """Parse a YAML file; a missing file or a syntax error is one ``FdmError`` line."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return yaml.load(f, Loader=_StrictLoader)  # noqa: S506 -- a SafeLoader subclass
+    except FileNotFoundError:
+        raise FdmError(f"params file not found: {path}") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise FdmError(f"{path}: not valid YAML: {' '.join(str(problem).split())}{where}") from None
+
+
+# Schema errors as one line ------------------------------------------------------------------------------------
+
+
+@functools.cache
+def schema() -> dict:
+    """The params JSON Schema (a dict), read once."""
+    try:
+        with open(SCHEMA_PATH, encoding="utf-8") as f:
+            return yaml.safe_load(f)
+    except FileNotFoundError:
+        raise FdmError(
+            f"params schema not found: {SCHEMA_PATH} (run from a checkout of fdm-pipeline)"
+        ) from None
+
+
+def _key_path(parts) -> str:
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _looks_numeric(value) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return isinstance(value, str)
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    """The reason of a schema error, in the words a person editing the YAML needs."""
+    kind = error.validator
+    if kind in ("additionalProperties", "unevaluatedProperties"):
+        names = re.findall(r"'([^']*)'", error.message.split("(", 1)[-1])
+        return f"unknown key{'s' if len(names) > 1 else ''} {', '.join(repr(n) for n in names)}"
+    if kind == "required":
+        return f"missing key {error.message.split(' is a required')[0]}"
+    in_names = "propertyNames" in error.relative_schema_path
+    if kind == "enum":
+        choices = ", ".join(str(c) for c in error.validator_value)
+        what = "unknown key" if in_names else "unknown value"
+        return f"{what} {error.instance!r} (expected one of {choices})"
+    if kind == "pattern" and in_names:
+        return f"bad name {error.instance!r} (use lowercase letters, digits and _, starting with a letter)"
+    if kind == "not" and error.validator_value == {"multipleOf": 2}:
+        return f"{error.instance} is even; Heun's NFE is 2 * steps - 1, so odd"
+    if kind == "type" and _looks_numeric(error.instance):
+        return f"{error.message} (YAML 1.1 reads {error.instance} as text; write it like 1.0e-3)"
+    return error.message
+
+
+def _schema_error(path, data) -> FdmError | None:
+    validator = jsonschema.Draft202012Validator(schema())
+    error = jsonschema.exceptions.best_match(validator.iter_errors(data))
+    if error is None:
+        return None
+    where = _key_path(error.absolute_path)
+    return FdmError(f"{path}: {where + ': ' if where else ''}{_describe(error)}")
+
+
+# The params ---------------------------------------------------------------------------------------------------
+
+
+def _freeze(value):
+    """Read-only copy: mappings become MappingProxyType, lists tuples."""
+    if isinstance(value, Mapping):
+        return MappingProxyType({k: _freeze(v) for k, v in value.items()})
+    if isinstance(value, list | tuple):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def _thaw(value):
+    """Plain JSON-able copy of a frozen value: dicts and lists."""
+    if isinstance(value, Mapping):
+        return {k: _thaw(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return [_thaw(v) for v in value]
+    return value
+
+
+def metric_names(extractors, modes) -> tuple[str, ...]:
+    """fid/kid per extractor; Inception once per clean-fid mode (``fid_inception_clean``), digitsnet once."""
+    names = []
+    for extractor in extractors:
+        suffixes = [f"{extractor}_{mode}" for mode in modes] if extractor == "inception" else [extractor]
+        names += [f"{kind}_{suffix}" for suffix in suffixes for kind in ("fid", "kid")]
+    return tuple(names)
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """One dataset: ``data/<name>.zip`` made by ``fdm prepare <source>``."""
+
+    name: str
+    source: str
+    resolution: int
+    channels: int
+    cond: bool
+    raw: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalPoint:
+    """A sampler and its number of denoiser evaluations."""
+
+    sampler: str
+    nfe: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Eval:
+    num_samples: int
+    batch: int
+    extractors: tuple[str, ...]
+    modes: tuple[str, ...]
+    main: Mapping[str, EvalPoint]
+    nfe_study: Mapping[str, tuple[int, ...]]
+    keep_samples: bool
+
+    def metric_names(self) -> tuple[str, ...]:
+        """Every metric an evaluation writes."""
+        return metric_names(self.extractors, self.modes)
+
+
+@dataclasses.dataclass(frozen=True)
+class Train:
+    """The four layers of training settings (see the module docstring)."""
+
+    defaults: Mapping
+    variants: Mapping[str, Mapping]
+    datasets: Mapping[str, Mapping]
+
+    def settings(self, dataset: str, variant: str) -> dict:
+        """The merged settings of one (dataset, variant): later layers override earlier ones."""
+        per_dataset = dict(self.datasets.get(dataset, {}))
+        per_job = per_dataset.pop("variants", {}).get(variant, {})
+        merged = {}
+        for layer in (self.defaults, self.variants.get(variant, {}), per_dataset, per_job):
+            merged.update(_thaw(layer))
+        return merged
+
+
+@dataclasses.dataclass(frozen=True)
+class Tracking:
+    enabled: bool
+    experiment_prefix: str
+
+    def experiment(self, dataset: str) -> str:
+        """MLflow experiment of a dataset."""
+        return f"{self.experiment_prefix}-{dataset}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Report:
+    metric: str
+    compare_paper: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class Gpus:
+    """GPUs per job (Snakemake's ``resources: gpu``); more than one runs the job under torchrun."""
+
+    train: int
+    evaluate: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Params:
+    """A validated profile. Build it with ``load_params(path)``."""
+
+    path: str
+    seed: int
+    datasets: Mapping[str, Dataset]
+    variants: tuple[str, ...]
+    train_seeds: tuple[int, ...]
+    duration_kimg: int
+    snapshot_kimg: tuple[int, ...]
+    train: Train
+    eval: Eval
+    tracking: Tracking
+    report: Report
+    gpus: Gpus
+    grid: Mapping | None = None  # the job lists dvc.yaml iterates (fdm.jobs.grid); None when absent
+
+    def seed_for(self, dataset: str, variant: str, train_seed: int) -> int:
+        """The seed of one training job (``fdm.seeding.derive_seed``), unrelated across jobs."""
+        from fdm.seeding import derive_seed  # imports torch: only where a job's seed is needed
+
+        return derive_seed(self.seed, dataset, variant, train_seed)
+
+    def train_config(self, dataset: str, variant: str, train_seed: int) -> dict:
+        """Settings of one training job as ``fdm.training.TrainConfig`` fields, minus ``dataset`` and ``outdir``.
+
+        FDM's multiplier and warmup go to ``formulation_options`` for FDM variants only; the baselines
+        have neither (paper digest section 2).
+        """
+        self._check_job(dataset, variant)
+        settings = self.train.settings(dataset, variant)
+        multiplier, warmup = settings.pop("fdm_multiplier"), settings.pop("fdm_warmup")
+        fdm = variant in BASELINE
+        return {
+            "formulation": variant,
+            "formulation_options": {"multiplier": multiplier, "warmup": warmup} if fdm else {},
+            **settings,
+            "cond": self.datasets[dataset].cond,
+            "duration_kimg": self.duration_kimg,
+            "snapshot_kimg": list(self.snapshot_kimg),
+            "seed": self.seed_for(dataset, variant, train_seed),
+            "tracking": self.tracking.enabled,
+            "experiment": self.tracking.experiment(dataset),
+        }
+
+    def models(self) -> list[tuple[str, str, int]]:
+        """Every trained model (dataset, variant, train_seed), in profile order."""
+        return [(d, v, s) for d in self.datasets for v in self.variants for s in self.train_seeds]
+
+    def eval_points(self, dataset: str) -> list[tuple[int, str, int]]:
+        """(kimg, sampler, nfe) evaluated for each model of ``dataset``, sorted.
+
+        The main sampler/NFE at every snapshot (FID vs Mimg) plus the NFE study at the final one.
+        """
+        main = self.eval.main[dataset]
+        points = {(kimg, main.sampler, main.nfe) for kimg in self.snapshot_kimg}
+        for sampler, nfes in self.eval.nfe_study.items():
+            points |= {(self.duration_kimg, sampler, nfe) for nfe in nfes}
+        return sorted(points)
+
+    def _check_job(self, dataset: str, variant: str) -> None:
+        if dataset not in self.datasets:
+            raise FdmError(f"{self.path}: no dataset {dataset!r} (datasets: {', '.join(self.datasets)})")
+        if variant not in self.variants:
+            raise FdmError(f"{self.path}: no variant {variant!r} (variants: {', '.join(self.variants)})")
+
+
+def _cross_check(path, data: dict) -> None:
+    """What the schema cannot say; each failure is one line naming the key."""
+
+    def fail(key: str, message: str):
+        raise FdmError(f"{path}: {key}: {message}")
+
+    kimg, duration = data["snapshot_kimg"], data["duration_kimg"]
+    if kimg != sorted(kimg) or kimg[-1] != duration:
+        fail("snapshot_kimg", f"{kimg} must increase and end at duration_kimg ({duration})")
+    names = list(data["datasets"])
+    for key in data["train"].get("datasets", {}):
+        if key not in names:
+            fail(f"train.datasets.{key}", f"not a dataset of this profile ({', '.join(names)})")
+    main = data["eval"]["main"]
+    for key in main:
+        if key not in names:
+            fail(f"eval.main.{key}", f"not a dataset of this profile ({', '.join(names)})")
+    for name in names:
+        if name not in main:
+            fail("eval.main", f"missing key {name!r} (every dataset needs its main sampler and NFE)")
+    extractors, modes = data["eval"]["extractors"], data["eval"]["modes"]
+    metrics = metric_names(extractors, modes)
+    if data["report"]["metric"] not in metrics:
+        fail(
+            "report.metric",
+            f"{data['report']['metric']!r} is not computed (eval computes {', '.join(metrics)})",
+        )
+    if "inception" not in extractors and modes != ["clean"]:
+        fail("eval.modes", "modes other than clean apply to the inception extractor only")
+
+
+def load_params(path: str | Path) -> Params:
+    """Read, validate and freeze a params file; any problem is one ``FdmError`` line naming the key."""
+    data = read_yaml(path)
+    error = _schema_error(path, data)
+    if error is not None:
+        raise error
+    _cross_check(path, data)
+    evaluation = data["eval"]
+    return Params(
+        path=str(path),
+        seed=data["seed"],
+        datasets=MappingProxyType({name: Dataset(name=name, **d) for name, d in data["datasets"].items()}),
+        variants=tuple(data["variants"]),
+        train_seeds=tuple(data["train_seeds"]),
+        duration_kimg=data["duration_kimg"],
+        snapshot_kimg=tuple(data["snapshot_kimg"]),
+        train=Train(
+            defaults=_freeze(data["train"]["defaults"]),
+            variants=_freeze(data["train"].get("variants", {})),
+            datasets=_freeze(data["train"].get("datasets", {})),
+        ),
+        eval=Eval(
+            num_samples=evaluation["num_samples"],
+            batch=evaluation["batch"],
+            extractors=tuple(evaluation["extractors"]),
+            modes=tuple(evaluation["modes"]),
+            main=MappingProxyType({name: EvalPoint(**p) for name, p in evaluation["main"].items()}),
+            nfe_study=_freeze(evaluation["nfe_study"]),
+            keep_samples=evaluation["keep_samples"],
+        ),
+        tracking=Tracking(**data["tracking"]),
+        report=Report(**data["report"]),
+        gpus=Gpus(**data["gpus"]),
+        grid=_freeze(data["grid"]) if "grid" in data else None,
+    )

@@ -1,0 +1,12 @@
+"""Training: EDM's recipe for every formulation, with exact resume, determinism and data parallelism.
+
+``train(TrainConfig(...))`` is the entry point (``fdm train`` is a thin command over it); see
+docs/training.md.
+"""
+
+from __future__ import annotations
+
+from fdm.training.config import TrainConfig
+from fdm.training.loop import LOG_FILE, SNAPSHOT_DIR, STATE_FILE, snapshot_name, snapshot_path, train
+
+__all__ = ["LOG_FILE", "SNAPSHOT_DIR", "STATE_FILE", "TrainConfig", "snapshot_name", "snapshot_path", "train"]

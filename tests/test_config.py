@@ -1,0 +1,254 @@
+"""The params profiles and their schema: validation errors name the key, the paper profile carries the paper."""
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fdm.config import SCHEMA_PATH, load_params
+from fdm.errors import FdmError
+from fdm.sampling import steps_for_nfe
+from fdm.seeding import derive_seed
+
+ROOT = Path(__file__).resolve().parents[1]
+PROFILES = ["params.yaml", "config/smoke.yaml", "config/study.yaml", "config/paper.yaml"]
+SMOKE = (ROOT / "config" / "smoke.yaml").read_text()
+
+
+def write(tmp_path, text: str) -> Path:
+    path = tmp_path / "p.yaml"
+    path.write_text(text)
+    return path
+
+
+def edited_smoke(tmp_path, old: str, new: str) -> Path:
+    assert SMOKE.count(old) == 1, old
+    return write(tmp_path, SMOKE.replace(old, new))
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_profiles_validate_in_fdm_and_in_snakemake(profile):
+    from snakemake.utils import validate
+
+    params = load_params(ROOT / profile)
+    assert params.models()
+    validate(yaml.safe_load((ROOT / profile).read_text()), str(SCHEMA_PATH))
+
+
+def test_params_yaml_is_the_smoke_profile():
+    assert (ROOT / "params.yaml").read_bytes() == (ROOT / "config" / "smoke.yaml").read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "reason"),
+    [
+        ("    lr: 1.0e-3", "    lr: abc", "train.defaults.lr: 'abc' is not of type 'number'"),
+        (
+            "    lr: 1.0e-3",
+            "    lr: 1e-3",
+            "train.defaults.lr: '1e-3' is not of type 'number' (YAML 1.1 reads",
+        ),
+        ("    lr: 1.0e-3", "    lr: 1.0e-3\n    trian: 3", "train.defaults: unknown key 'trian'"),
+        ("seed: 0 ", "trian: 1\nseed: 0 ", "unknown key 'trian'"),
+        ("    cond: true ", "    cond: true\n    colour: 1 ", "datasets.digits: unknown key 'colour'"),
+        ("    ve: {arch: ncsnpp}", "    ve: {arhc: ncsnpp}", "train.variants.ve: unknown key 'arhc'"),
+        (
+            "    ve: {arch: ncsnpp}",
+            "    vee: {arch: ncsnpp}",
+            "train.variants: unknown key 'vee' (expected one of",
+        ),
+        ("    ve: {arch: ncsnpp}", "    ve: {arch: ncsnp}", "train.variants.ve.arch: unknown value 'ncsnp'"),
+        ("variants: [edm,", "variants: [edn,", "variants[0]: unknown value 'edn' (expected one of edm,"),
+        ("    lr: 1.0e-3\n", "", "train.defaults: missing key 'lr'"),
+        ("    lr: 1.0e-3", "    lr: 0", "train.defaults.lr: 0 is less than or equal to the minimum of 0"),
+        ("  digits:\n    source", "  Digits:\n    source", "datasets: bad name 'Digits'"),
+        (
+            "    heun: [7, 15]",
+            "    heun: [8, 15]",
+            "eval.nfe_study.heun[0]: 8 is even; Heun's NFE is 2 * steps - 1",
+        ),
+        ("nfe: 15}", "nfe: 14}", "eval.main.digits.nfe: 14 is even"),
+        (
+            "    dpmpp_3s: [5, 10]",
+            "    dpmpp_3s: [1, 10]",
+            "eval.nfe_study.dpmpp_3s[0]: 1 is less than the minimum of 2",
+        ),
+        ("    dpmpp_3s: [5, 10]", "    dpmp_3s: [5, 10]", "eval.nfe_study: unknown key 'dpmp_3s'"),
+        (
+            "    digits: {sampler",
+            "    digitz: {sampler",
+            "eval.main.digitz: not a dataset of this profile (digits)",
+        ),
+        (
+            "snapshot_kimg: [10, 20]",
+            "snapshot_kimg: [10, 15]",
+            "snapshot_kimg: [10, 15] must increase and end at",
+        ),
+        (
+            "  metric: fid_digitsnet",
+            "  metric: fid_inception_clean",
+            "report.metric: 'fid_inception_clean' is not",
+        ),
+        (
+            "  modes: [clean]",
+            "  modes: [legacy_tensorflow]",
+            "eval.modes: modes other than clean apply to the",
+        ),
+        (
+            "    resolution: 16",
+            "    resolution: 16\n    resolution: 32",
+            "not valid YAML: duplicate key 'resolution'",
+        ),
+        ("    num_blocks: 1", "    num_blocks: [1", "not valid YAML: "),
+    ],
+)
+def test_errors_are_one_line_naming_the_key(tmp_path, old, new, reason):
+    path = edited_smoke(tmp_path, old, new)
+    with pytest.raises(FdmError) as err:
+        load_params(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: {reason}"), message
+    assert "\n" not in message
+
+
+def test_missing_file_and_non_mapping(tmp_path):
+    with pytest.raises(FdmError, match="params file not found: .*nope.yaml"):
+        load_params(tmp_path / "nope.yaml")
+    with pytest.raises(FdmError, match=r"p.yaml: \[1, 2\] is not of type 'object'"):
+        load_params(write(tmp_path, "[1, 2]\n"))
+
+
+@pytest.mark.parametrize("sampler", ["heun", "euler", "dpmpp_3s", "dpmpp_2m"])
+def test_schema_nfe_rule_agrees_with_the_samplers(tmp_path, sampler):
+    """The schema's NFE constraints accept exactly the NFEs fdm.sampling can realise."""
+    data = yaml.safe_load(SMOKE)
+    for nfe in range(1, 40):
+        data["eval"]["nfe_study"] = {sampler: [nfe]}
+        data["eval"]["main"]["digits"] = {"sampler": sampler, "nfe": nfe}
+        try:
+            steps_for_nfe(sampler, nfe)
+            feasible = True
+        except ValueError:
+            feasible = False
+        path = write(tmp_path, yaml.safe_dump(data))
+        if feasible:
+            load_params(path)
+        else:
+            with pytest.raises(FdmError, match=r"eval\."):
+                load_params(path)
+
+
+def test_layers_override_in_order(tmp_path):
+    """defaults < variants.<v> < datasets.<d> < datasets.<d>.variants.<v>."""
+    data = yaml.safe_load(SMOKE)
+    data["train"]["defaults"]["lr"] = 1.0
+    data["train"]["variants"]["vp"]["lr"] = 2.0
+    data["train"]["variants"]["ve"]["lr"] = 2.0
+    data["train"]["datasets"] = {"digits": {"lr": 3.0, "variants": {"ve": {"lr": 4.0}}}}
+    params = load_params(write(tmp_path, yaml.safe_dump(data)))
+    assert params.train_config("digits", "edm", 0)["lr"] == 3.0
+    assert params.train_config("digits", "vp", 0)["lr"] == 3.0
+    assert params.train_config("digits", "ve", 0)["lr"] == 4.0
+    del data["train"]["datasets"]
+    params = load_params(write(tmp_path, yaml.safe_dump(data)))
+    assert [params.train_config("digits", v, 0)["lr"] for v in ("edm", "vp", "ve")] == [1.0, 2.0, 2.0]
+
+
+def test_train_config_is_a_training_config_and_seeds_differ():
+    from fdm.training import TrainConfig
+
+    for profile in PROFILES[1:]:
+        params = load_params(ROOT / profile)
+        seeds = set()
+        for dataset, variant, train_seed in params.models():
+            values = params.train_config(dataset, variant, train_seed)
+            config = TrainConfig.from_dict({**values, "dataset": "d.zip", "outdir": "out"})
+            assert config.formulation == variant
+            assert config.seed == derive_seed(params.seed, dataset, variant, train_seed)
+            assert (values["formulation_options"] == {}) == (not variant.startswith("fdm_"))
+            seeds.add(config.seed)
+        assert len(seeds) == len(params.models())
+
+
+def test_unknown_job_and_frozen_params():
+    params = load_params(ROOT / "params.yaml")
+    with pytest.raises(FdmError, match="no dataset 'cifar10'"):
+        params.train_config("cifar10", "edm", 0)
+    with pytest.raises(FdmError, match="no variant 'foo'"):
+        params.train_config("digits", "foo", 0)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        params.seed = 1
+    with pytest.raises(TypeError):
+        params.train.defaults["lr"] = 1.0
+    params.train_config("digits", "edm", 0)["channel_mult"].append(9)  # a copy: the params stay as read
+    assert params.train_config("digits", "edm", 0)["channel_mult"] == [1, 2]
+
+
+def test_smoke_grid():
+    params = load_params(ROOT / "params.yaml")
+    assert params.variants == ("edm", "fdm_edm", "vp", "fdm_vp", "ve", "fdm_ve")
+    assert params.eval_points("digits") == [
+        (10, "heun", 15),
+        (20, "dpmpp_3s", 5),
+        (20, "dpmpp_3s", 10),
+        (20, "heun", 7),
+        (20, "heun", 15),
+    ]
+    assert params.eval.metric_names() == ("fid_digitsnet", "kid_digitsnet")
+
+
+def test_paper_profile_carries_the_paper():
+    """reference/paper.md sections 2-4."""
+    params = load_params(ROOT / "config" / "paper.yaml")
+    assert list(params.datasets) == ["cifar10", "ffhq", "afhqv2"]
+    assert [(d.resolution, d.channels, d.cond) for d in params.datasets.values()] == [
+        (32, 3, True),
+        (64, 3, False),
+        (64, 3, False),
+    ]
+    assert params.duration_kimg == 200000
+    assert params.snapshot_kimg == (50000, 100000, 150000, 200000)
+
+    def job(dataset, variant):
+        return params.train_config(dataset, variant, 0)
+
+    per_dataset = {
+        "cifar10": (512, 1e-3, 0.13, 0.12),
+        "ffhq": (256, 2e-4, 0.05, 0.15),
+        "afhqv2": (256, 2e-4, 0.25, 0.15),
+    }
+    for dataset, expected in per_dataset.items():
+        for variant in params.variants:
+            c = job(dataset, variant)
+            assert (c["batch"], c["lr"], c["dropout"], c["augment_p"]) == expected
+            assert (c["lr_rampup_kimg"], c["ema_halflife_kimg"], c["ema_rampup_ratio"]) == (10000, 500, 0.05)
+            assert (c["model_channels"], c["num_blocks"], c["attn_resolutions"]) == (128, 4, [16])
+            assert c["arch"] == ("ncsnpp" if variant.endswith("ve") else "ddpmpp")
+            assert (c["precision"], c["label_dropout"]) == ("fp32", 0.0)
+            cifar_edm = dataset == "cifar10" and variant in ("edm", "fdm_edm")
+            assert c["channel_mult"] == ([2, 2, 2] if cifar_edm else [1, 2, 2, 2])
+    fdm = {
+        ("cifar10", "fdm_edm"): (2.0, 200),
+        ("cifar10", "fdm_vp"): (2.0, 400),
+        ("cifar10", "fdm_ve"): (1.0, 400),
+        ("ffhq", "fdm_edm"): (1.0, 800),
+        ("ffhq", "fdm_vp"): (1.0, 400),
+        ("ffhq", "fdm_ve"): (1.0, 400),
+        ("afhqv2", "fdm_edm"): (2.0, 400),
+        ("afhqv2", "fdm_vp"): (2.0, 400),
+        ("afhqv2", "fdm_ve"): (1.0, 400),
+    }
+    for (dataset, variant), (multiplier, warmup) in fdm.items():
+        assert job(dataset, variant)["formulation_options"] == {"multiplier": multiplier, "warmup": warmup}
+        assert job(dataset, variant.removeprefix("fdm_"))["formulation_options"] == {}
+    evaluation = params.eval
+    assert {d: (p.sampler, p.nfe) for d, p in evaluation.main.items()} == {
+        "cifar10": ("heun", 35),
+        "ffhq": ("heun", 79),
+        "afhqv2": ("heun", 79),
+    }
+    assert dict(evaluation.nfe_study) == {"heun": (25, 49, 79), "dpmpp_3s": (25, 49, 79)}
+    assert evaluation.num_samples == 50000
+    assert (evaluation.extractors, evaluation.modes) == (("inception",), ("clean", "legacy_tensorflow"))
+    assert (params.report.metric, params.report.compare_paper) == ("fid_inception_legacy_tensorflow", True)

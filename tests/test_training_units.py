@@ -1,0 +1,236 @@
+"""Unit tests of the training pieces: seeds, EMA, augmentation, per-sample streams, state files, config."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from fdm.diffusion import formulation
+from fdm.errors import FdmError
+from fdm.seeding import derive_seed
+from fdm.training import TrainConfig, snapshot_name
+from fdm.training.augment import AUGMENT_DIM, NUM_NORMALS, NUM_UNIFORMS, augment, draw_augment_params
+from fdm.training.ema import ema_beta, ema_halflife_nimg, update_ema
+from fdm.training.loop import SampleStream, learning_rate
+from fdm.training.state import STATE_FORMAT, load_state, save_state
+
+# ----------------------------------------------------------------------------- seeding
+
+
+def test_derive_seed_is_stable_and_separates_inputs():
+    # Pinned: changing the derivation would silently change every run's randomness.
+    assert derive_seed(0, "sample", 0) == 8682520423603238856
+    seeds = {derive_seed(s, part, k) for s in (0, 1) for part in ("sample", "order") for k in range(50)}
+    assert len(seeds) == 200
+    assert all(0 <= s < 2**63 for s in seeds)
+    with pytest.raises(TypeError):
+        derive_seed("0")
+
+
+# ----------------------------------------------------------------------------- EMA
+
+
+def test_ema_beta_halves_weight_after_one_halflife():
+    batch, halflife_kimg = 64, 6.4
+    beta = ema_beta(batch, images_seen=10**9, halflife_kimg=halflife_kimg, rampup_ratio=0.05)
+    steps = round(halflife_kimg * 1000 / batch)
+    assert beta**steps == pytest.approx(0.5, rel=1e-12)
+    assert beta == pytest.approx(0.5 ** (batch / 6400))
+
+
+def test_ema_rampup_caps_the_halflife():
+    assert ema_halflife_nimg(500, images_seen=1000, rampup_ratio=0.05) == pytest.approx(50)
+    assert ema_halflife_nimg(500, images_seen=10**8, rampup_ratio=0.05) == pytest.approx(500_000)
+    assert ema_halflife_nimg(500, images_seen=0, rampup_ratio=None) == pytest.approx(500_000)
+    # At the start the half-life is 0 and the EMA copies the weights.
+    assert ema_beta(512, 0, 500, 0.05) == 0.0
+    assert ema_beta(512, 2000, 500, 0.05) == pytest.approx(0.5 ** (512 / 100))
+
+
+def test_update_ema_moves_towards_weights():
+    model, ema = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    before = [p.detach().clone() for p in ema.parameters()]
+    update_ema(ema, model, beta=0.25)
+    for old, new, target in zip(before, ema.parameters(), model.parameters(), strict=True):
+        torch.testing.assert_close(new, 0.25 * old + 0.75 * target.detach())
+
+
+# ----------------------------------------------------------------------------- augmentation
+
+
+def _images(n=3, c=2, size=8):
+    return torch.arange(n * c * size * size, dtype=torch.float32).reshape(n, c, size, size) / 100
+
+
+def _no_transforms(n):
+    # Uniform draws of 1 switch every transform off (gates compare u < probability).
+    return torch.ones(n, NUM_UNIFORMS, dtype=torch.float64), torch.zeros(n, NUM_NORMALS, dtype=torch.float64)
+
+
+def test_augment_with_p_zero_is_identity_with_zero_labels():
+    images = _images()
+    generators = [torch.Generator().manual_seed(i) for i in range(3)]
+    draws = [draw_augment_params(g) for g in generators]
+    u, z = torch.stack([d[0] for d in draws]), torch.stack([d[1] for d in draws])
+    out, labels = augment(images, 0.0, u, z)
+    assert torch.equal(out, images)
+    assert labels.shape == (3, AUGMENT_DIM) and not labels.any()
+
+
+def test_augment_xflip_only():
+    images = _images()
+    u, z = _no_transforms(3)
+    u[1, 0], u[1, 1] = 0.0, 0.0  # Sample 1: x-flip gate open, flip bit set.
+    out, labels = augment(images, 0.1, u, z)
+    assert torch.equal(out[1], images[1].flip(-1))
+    assert torch.equal(out[0], images[0]) and torch.equal(out[2], images[2])
+    assert labels[1].tolist() == [1.0] + [0.0] * 8
+    assert not labels[0].any()
+
+
+def test_augment_rotation_quarter_turn_is_clockwise():
+    images = _images(1)
+    u, z = _no_transforms(1)
+    u[0, 5], u[0, 6] = 0.0, 0.75  # Rotation gate open; theta = (2 * 0.75 - 1) pi = pi / 2.
+    out, labels = augment(images, 0.5, u, z)
+    torch.testing.assert_close(out, torch.rot90(images, -1, dims=(2, 3)), atol=1e-5, rtol=0)
+    torch.testing.assert_close(labels[0, 3:5], torch.tensor([-1.0, 1.0]), atol=1e-6, rtol=0)
+    assert labels[0, :3].abs().sum() == 0 and labels[0, 5:].abs().sum() == 0
+
+
+def test_augment_translation_moves_content_and_labels_it():
+    images = _images(1, size=8)
+    u, z = _no_transforms(1)
+    u[0, 10] = 0.0  # Translation gate open.
+    z[0, 2] = 1.0  # tx = 0.125 of the width: one pixel of eight, to the right.
+    out, labels = augment(images, 0.5, u, z)
+    torch.testing.assert_close(out[..., 1:], images[..., :-1], atol=1e-5, rtol=0)
+    assert labels[0, 7].item() == pytest.approx(0.125)
+    assert labels[0, 8].item() == 0
+
+
+def test_augment_probability_and_label_statistics():
+    n = 4000
+    g = torch.Generator().manual_seed(0)
+    draws = [draw_augment_params(g) for _ in range(n)]
+    u, z = torch.stack([d[0] for d in draws]), torch.stack([d[1] for d in draws])
+    _, labels = augment(torch.zeros(n, 1, 4, 4), 0.2, u, z)
+    assert labels[:, 0].mean().item() == pytest.approx(0.5, abs=0.03)  # x-flip: half, whatever p > 0 is.
+    assert labels[:, 1].mean().item() == pytest.approx(0.2 * 0.5, abs=0.02)
+    scaled = labels[:, 2] != 0
+    assert scaled.float().mean().item() == pytest.approx(0.2, abs=0.02)
+    assert labels[scaled, 2].std().item() == pytest.approx(0.2, rel=0.1)  # log2 scale ~ N(0, 0.2^2).
+
+
+# ----------------------------------------------------------------------------- per-sample streams
+
+
+def test_sample_draws_depend_only_on_seed_and_index():
+    edm = formulation("edm")
+    stream = SampleStream(7, num_items=10, formulation=edm, image_shape=(1, 4, 4), augmenting=True)
+    idx_a, sigma_a, noise_a, (u_a, z_a) = stream.draw([3, 4, 5])
+    idx_b, sigma_b, noise_b, (u_b, z_b) = SampleStream(7, 10, edm, (1, 4, 4), True).draw([4])
+    assert idx_a[1] == idx_b[0]
+    assert torch.equal(sigma_a[1:2], sigma_b) and torch.equal(noise_a[1:2], noise_b)
+    assert torch.equal(u_a[1:2], u_b) and torch.equal(z_a[1:2], z_b)
+    other = SampleStream(8, 10, edm, (1, 4, 4), True).draw([4])
+    assert not torch.equal(other[2], noise_b)
+
+
+def test_data_order_is_a_permutation_per_epoch():
+    stream = SampleStream(
+        0, num_items=10, formulation=formulation("edm"), image_shape=(1, 2, 2), augmenting=False
+    )
+    epochs = [[stream.data_index(k) for k in range(e * 10, (e + 1) * 10)] for e in range(3)]
+    for order in epochs:
+        assert sorted(order) == list(range(10))
+    assert epochs[0] != epochs[1]
+
+
+def test_learning_rate_ramps_linearly():
+    cfg = TrainConfig(dataset="d.zip", outdir="o", lr=2e-4, lr_rampup_kimg=10)
+    assert learning_rate(cfg, 0) == 0
+    assert learning_rate(cfg, 5000) == pytest.approx(1e-4)
+    assert learning_rate(cfg, 10**7) == pytest.approx(2e-4)
+    assert learning_rate(TrainConfig(dataset="d.zip", outdir="o", lr_rampup_kimg=0), 8) == pytest.approx(1e-3)
+
+
+# ----------------------------------------------------------------------------- state files
+
+
+def _state(**extra):
+    net = torch.nn.Linear(2, 2)
+    opt = torch.optim.Adam(net.parameters())
+    net(torch.ones(1, 2)).sum().backward()
+    opt.step()
+    state = {
+        "format": STATE_FORMAT,
+        "model": net.state_dict(),
+        "ema": net.state_dict(),
+        "optimizer": opt.state_dict(),
+        "images_seen": 64,
+        "step": 8,
+        "config": {"lr": 1e-3, "channel_mult": [1, 2]},
+        "log_bytes": 0,
+    }
+    return {**state, **extra}
+
+
+def test_state_round_trip(tmp_path):
+    state = _state()
+    save_state(tmp_path / "state.pt", state)
+    loaded = load_state(tmp_path / "state.pt")
+    assert loaded["images_seen"] == 64 and loaded["step"] == 8 and loaded["config"] == state["config"]
+    torch.testing.assert_close(loaded["model"]["weight"], state["model"]["weight"])
+    assert [p.name for p in tmp_path.iterdir()] == ["state.pt"]  # No temporary file left behind.
+
+
+def test_state_with_pickled_object_is_refused(tmp_path):
+    path = tmp_path / "state.pt"
+    torch.save(_state(config=argparse.Namespace(lr=1e-3)), path)
+    with pytest.raises(FdmError, match="is not a plain training state"):
+        load_state(path)
+
+
+def test_state_that_is_not_ours_is_refused(tmp_path):
+    garbage, partial = tmp_path / "garbage.pt", tmp_path / "partial.pt"
+    garbage.write_bytes(b"not a checkpoint at all")
+    torch.save({"model": {}}, partial)
+    for path in (garbage, partial):
+        with pytest.raises(FdmError, match="is not a plain training state"):
+            load_state(path)
+
+
+# ----------------------------------------------------------------------------- config
+
+
+def test_config_round_trip_and_errors():
+    cfg = TrainConfig(dataset="d.zip", outdir="o", channel_mult=[1, 2], snapshot_kimg=[20, 10, 20])
+    assert cfg.snapshot_kimg == (10.0, 20.0) and cfg.channel_mult == (1, 2)
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+    assert cfg.milestones_kimg()[-1] == cfg.duration_kimg
+    with pytest.raises(FdmError, match="unknown training option"):
+        TrainConfig.from_dict({"dataset": "d.zip", "outdir": "o", "learning_rate": 1})
+    with pytest.raises(FdmError, match="batch_per_device"):
+        TrainConfig(dataset="d.zip", outdir="o", batch=8, batch_per_device=16)
+    changed = dataclasses.replace(cfg, outdir="elsewhere", lr=2e-4, duration_kimg=100)
+    assert changed.resume_mismatch(cfg.to_dict()) == ["lr"]
+
+
+@pytest.mark.parametrize(
+    ("kimg", "name"),
+    [(200, "000200.safetensors"), (0.064, "000000.064.safetensors"), (2.5, "000002.5.safetensors")],
+)
+def test_snapshot_names_sort_by_kimg(kimg, name):
+    assert snapshot_name(kimg) == name
+
+
+def test_snapshot_names_order():
+    kimgs = [0.016, 0.5, 1, 2.5, 10, 200]
+    names = [snapshot_name(k) for k in kimgs]
+    assert names == sorted(names)
+    assert np.unique(names).size == len(names)
