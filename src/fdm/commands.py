@@ -16,4 +16,8 @@ COMMANDS: dict[str, str] = {
     "sample": "fdm.generate:sample_command",
     "evaluate": "fdm.generate:evaluate_command",
     "report": "fdm.report:report",
+    "train-config": "fdm.jobs:train_config_command",
+    "prepare-dataset": "fdm.jobs:prepare_dataset_command",
+    "grid": "fdm.jobs:grid_command",
+    "track": "fdm.track_cli:track_command",
 }

@@ -277,7 +277,9 @@ class Params:
             "duration_kimg": self.duration_kimg,
             "snapshot_kimg": list(self.snapshot_kimg),
             "seed": self.seed_for(dataset, variant, train_seed),
-            "tracking": self.tracking.enabled,
+            # Pipeline jobs never log live: the `track` step logs every file to MLflow once, as a
+            # single writer, after the jobs ran. `fdm train --tracking` logs live when asked.
+            "tracking": False,
             "experiment": self.tracking.experiment(dataset),
         }
 

@@ -10,6 +10,7 @@ minimum (97% by default) or nothing is written.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from pathlib import Path
@@ -134,9 +135,12 @@ def save_featnet(path: str | os.PathLike, net: DigitsNet, info: dict) -> None:
     """Save ``net`` as TorchScript and ``info`` (plus the file's sha256) as JSON beside it, atomically."""
     from fdm.metrics.features import file_sha256, quiet_torchscript
 
+    # Serialise in memory: torch.jit.save names the archive after the file it writes, and the
+    # temporary name of an atomic write would make every run's bytes (and sha256) different.
+    buffer = io.BytesIO()
     with quiet_torchscript():
-        scripted = torch.jit.script(net)
-        atomic_write(path, lambda tmp: torch.jit.save(scripted, tmp))
+        torch.jit.save(torch.jit.script(net), buffer)
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(buffer.getvalue()))
     report = {**info, "sha256": file_sha256(path)}
 
     def write(tmp: str) -> None:

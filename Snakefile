@@ -1,0 +1,35 @@
+# The FDM reproduction pipeline: prepare -> (featnet | fetch_inception) -> ref_stats -> train_config
+# -> train -> evaluate -> report, every job an `fdm` command (docs/pipeline.md). dvc.yaml declares the
+# same jobs; tests/test_workflow_equivalence.py checks that the two agree.
+#
+#   snakemake --cores 2 --profile workflow/profiles/local                      # params.yaml (smoke)
+#   snakemake --cores all --configfile config/paper.yaml --resources gpu=8     # the paper's grid
+
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "params.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
+
+
+localrules:
+    all,
+    train_config,
+    report,
+    track,
+
+
+rule all:
+    default_target: True
+    input:
+        rules.report.output,
+        rules.track.output,

@@ -1,0 +1,133 @@
+"""End to end: a reduced smoke profile (tests/workflow_tiny.yaml) through Snakemake and through DVC.
+
+Two temporary copies of the project run the whole pipeline side by side, one with Snakemake on one
+core and one with ``dvc repro``; they must write byte-identical metrics. Then, in each copy, a second
+run finds nothing to do, and editing one variant's learning rate reruns that variant's chain only.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from test_workflow_equivalence import BIN, ROOT, run, tool_env
+
+TINY = ROOT / "tests" / "workflow_tiny.yaml"
+
+
+def project_copy(dest: Path) -> Path:
+    """The project's files as a fresh clone has them (tracked and not ignored), plus a new Git repo."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=ROOT, capture_output=True, check=True,
+    ).stdout.decode()  # fmt: skip
+    for name in filter(None, listed.split("\0")):
+        source = ROOT / name
+        if source.is_file():
+            target = dest / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(source.read_bytes())
+    (dest / "params.yaml").write_bytes(TINY.read_bytes())
+    for args in (["init", "-q"], ["config", "user.email", "t@t"], ["config", "user.name", "t"]):
+        subprocess.run(["git", *args], cwd=dest, check=True)
+    return dest
+
+
+def start(args, cwd: Path) -> subprocess.Popen:
+    log = open(cwd / "run.log", "w")  # noqa: SIM115 -- closed by finish()
+    return subprocess.Popen(
+        [str(a) for a in args], cwd=cwd, env=tool_env(), stdout=log, stderr=subprocess.STDOUT
+    )
+
+
+def finish(process: subprocess.Popen, cwd: Path, timeout: float) -> None:
+    try:
+        process.wait(timeout=timeout)
+    finally:
+        process.kill()
+        process.stdout and process.stdout.close()
+    log = (cwd / "run.log").read_text()
+    assert process.returncode == 0, log[-4000:]
+
+
+def metrics_files(workdir: Path) -> dict[str, bytes]:
+    """The bytes of every metrics.json under runs/, by path."""
+    return {
+        str(path.relative_to(workdir)): path.read_bytes()
+        for path in sorted((workdir / "runs").glob("*/*/s*/eval/*/*/metrics.json"))
+    }
+
+
+def set_lr(workdir: Path, variant: str, lr: float) -> None:
+    path = workdir / "params.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["train"]["variants"][variant]["lr"] = lr
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def planned_jobs(workdir: Path) -> list[str]:
+    """Rule and wildcards of every job `snakemake --dry-run` would run, e.g. 'train digits fdm_edm 0'."""
+    out = run([BIN / "snakemake", "--dry-run", "--cores", "1"], workdir).stdout
+    jobs, rule = [], None
+    for line in out.splitlines():
+        line = line.strip()
+        if line.startswith(("rule ", "localrule ")):
+            rule = line.split()[1].rstrip(":")
+            jobs.append(rule)
+        elif line.startswith("wildcards: ") and rule is not None:
+            jobs[-1] += " " + " ".join(
+                part.split("=")[1] for part in line.removeprefix("wildcards: ").split(", ")
+            )
+    return sorted(jobs)
+
+
+@pytest.mark.slow
+def test_snakemake_and_dvc_run_the_same_pipeline(tmp_path):
+    smk, dvc = project_copy(tmp_path / "snakemake"), project_copy(tmp_path / "dvc")
+    run([BIN / "dvc", "config", "core.analytics", "false"], dvc)
+    jobs = [
+        (start([BIN / "snakemake", "--cores", "1", "--profile", "workflow/profiles/local"], smk), smk),
+        (start([BIN / "dvc", "repro"], dvc), dvc),
+    ]
+    for process, cwd in jobs:
+        finish(process, cwd, timeout=600)
+
+    # Both produce the same metrics, byte for byte, and the report.
+    ours = metrics_files(smk)
+    assert len(ours) == 2 * 4 and ours == metrics_files(dvc)
+    for record in ours.values():
+        assert record["fid_digitsnet"] > 0 and record["num_samples"] == 64
+    for workdir in (smk, dvc):
+        assert (workdir / "reports" / "digits" / "fid_vs_mimg.csv").is_file()
+        assert (workdir / "reports" / "digits" / "fid_vs_nfe.png").is_file()
+    assert (smk / "logs" / "train" / "digits-fdm_edm-s0.log").is_file()
+
+    # A second run has nothing to do and says so quickly.
+    began = time.monotonic()
+    again = run([BIN / "snakemake", "--cores", "1"], smk)
+    assert "Nothing to be done" in again.stdout + again.stderr
+    assert time.monotonic() - began < 30
+    assert "Data and pipelines are up to date." in run([BIN / "dvc", "status"], dvc).stdout
+
+    # Editing one variant's learning rate reruns that variant's chain only.
+    set_lr(smk, "fdm_edm", 2.0e-3)
+    evals = [f"evaluate digits fdm_edm 0 {kimg} {sampler} {nfe}" for kimg, sampler, nfe in
+             [(1, "heun", 7), (2, "dpmpp_3s", 3), (2, "heun", 3), (2, "heun", 7)]]  # fmt: skip
+    assert planned_jobs(smk) == sorted(
+        ["all", "report", "train_config digits fdm_edm 0", "train digits fdm_edm 0", *evals]
+    )
+    set_lr(dvc, "fdm_edm", 2.0e-3)
+    run(
+        [BIN / "dvc", "repro", "--single-item", "train_config@digits-edm-0", "train_config@digits-fdm_edm-0"],
+        dvc,
+    )
+    status = json.loads(run([BIN / "dvc", "status", "--json"], dvc).stdout)
+    assert "train@digits-fdm_edm-0" in status
+    assert not [name for name in status if "edm-0" in name and "fdm_edm" not in name]
+    assert (dvc / "runs/digits/edm/s0/train.json").read_bytes() == (
+        smk / "runs/digits/edm/s0/train.json"
+    ).read_bytes()

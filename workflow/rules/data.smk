@@ -1,0 +1,61 @@
+# Datasets, feature networks and reference statistics: everything evaluation compares against.
+
+
+rule prepare:
+    output:
+        "data/{dataset}.zip",
+    log:
+        "logs/prepare/{dataset}.log",
+    conda:
+        "../../environment.yml"
+    params:
+        file=PARAMS_FILE,
+        entry=dataset_entry,
+    shell:
+        "fdm prepare-dataset --params {params.file} --dataset {wildcards.dataset} --dest {output}"
+        " > {log} 2>&1"
+
+
+# The digits feature network (digitsnet scoring), trained on the profile's digits dataset.
+rule featnet:
+    input:
+        data=lambda wildcards: f"data/{featnet_dataset(PARAMS)}.zip",
+    output:
+        net="data/digitsnet.pt",
+        info="data/digitsnet.json",
+    log:
+        "logs/featnet.log",
+    conda:
+        "../../environment.yml"
+    shell:
+        "fdm featnet --data {input.data} --dest {output.net} > {log} 2>&1"
+
+
+# Inception's TorchScript weights (Inception scoring): the only job that needs the network.
+rule fetch_inception:
+    output:
+        "data/inception/inception-2015-12-05.pt",
+    log:
+        "logs/fetch_inception.log",
+    conda:
+        "../../environment.yml"
+    shell:
+        "fdm fetch-inception --dir data/inception > {log} 2>&1"
+
+
+rule ref_stats:
+    input:
+        data="data/{dataset}.zip",
+        network=GRID["network"],
+    output:
+        "data/{dataset}.{measure}.stats.npz",
+    log:
+        "logs/ref_stats/{dataset}.{measure}.log",
+    wildcard_constraints:
+        measure=MEASURE,
+    conda:
+        "../../environment.yml"
+    params:
+        scoring=scoring_options(),
+    shell:
+        "fdm ref-stats --data {input.data} --dest {output} {params.scoring} > {log} 2>&1"
