@@ -27,13 +27,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from fdm.atomic import atomic_write
 from fdm.errors import FdmError
 from fdm.metrics.cli import extractor_options, open_extractor
 from fdm.metrics.features import file_sha256
 from fdm.metrics.scores import score, write_metrics
 from fdm.metrics.stats import check_matches, load_stats
 from fdm.sampling import SAMPLERS, nfe, randn, sample, seed_generators, steps_for_nfe
-from fdm.snapshot import atomic_write, load_denoiser
+from fdm.snapshot import load_denoiser
 
 NO_LABEL = -1  # The label stored for images of unconditional models.
 

@@ -124,7 +124,7 @@ def train_config(params: Params, dataset: str, variant: str, train_seed: int) ->
 
 def write_json(path: str | Path, values: dict) -> None:
     """Write ``values`` as sorted, indented JSON under a temporary name, then rename it into place."""
-    from fdm.snapshot import atomic_write
+    from fdm.atomic import atomic_write
 
     text = json.dumps(values, indent=2, sort_keys=True) + "\n"
     atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))

@@ -29,13 +29,13 @@ import math
 import os
 import re
 import statistics
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import click
 
 from fdm import paper_results
+from fdm.atomic import atomic_write, atomic_write_text
 from fdm.config import BASELINE, Params, load_params
 from fdm.errors import FdmError
 
@@ -509,25 +509,8 @@ def fid_vs_nfe_figure(rows, dataset: str, variants, metric: str):
 # Writing ------------------------------------------------------------------------------------------------------
 
 
-def _atomic(path: Path, write) -> None:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it onto ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _write_text(path: Path, text: str) -> None:
-    _atomic(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-
-
 def _write_figure(path: Path, figure) -> None:
-    _atomic(path, lambda tmp: figure.savefig(tmp, format="png", dpi=120))
+    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=120))
 
 
 MIMG_COLUMNS = ("variant", "kimg", "mimg", "sampler", "nfe", "seeds", "mean", "std", "paper")
@@ -575,7 +558,7 @@ def write_report(params: Params, runs: str | os.PathLike, out: str | os.PathLike
             "speedup.md": speedup_markdown(speed, dataset, metric, bool(paper_mimg or paper_nfe)),
         }
         for name, text in outputs.items():
-            _write_text(folder / name, text)
+            atomic_write_text(folder / name, text)
             written.append(folder / name)
         for name, figure in (
             ("fid_vs_mimg.png", fid_vs_mimg_figure(mimg, dataset, variants, metric)),

@@ -34,6 +34,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from fdm.atomic import atomic_write_text
 from fdm.errors import FdmError
 
 DEFAULT_URI = "sqlite:///mlflow.db"
@@ -203,9 +204,7 @@ class Tracker:
         )
         _log(client, run.info.run_id, params=flatten(params))
         record = {"run_id": run.info.run_id, "experiment_id": run.info.experiment_id}
-        tmp = run_file.with_name(f".{RUN_FILE}.tmp")
-        tmp.write_text(json.dumps(record) + "\n")
-        os.replace(tmp, run_file)
+        atomic_write_text(run_file, json.dumps(record) + "\n")
         self._client, self._run_id = client, run.info.run_id
 
     def _guard(self, what: str, function, *args) -> None:

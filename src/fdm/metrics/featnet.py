@@ -20,8 +20,8 @@ import torch
 from sklearn.model_selection import train_test_split
 from torch import nn
 
+from fdm.atomic import atomic_write
 from fdm.errors import FdmError
-from fdm.snapshot import atomic_write
 
 
 class DigitsNet(nn.Module):

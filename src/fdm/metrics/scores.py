@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 from cleanfid.fid import frechet_distance, kernel_distance
 
+from fdm.atomic import atomic_write
 from fdm.errors import FdmError
 from fdm.metrics.features import DIGITSNET_MODE
 from fdm.metrics.stats import ReferenceStats, feature_moments
-from fdm.snapshot import atomic_write
 
 
 def metric_name(kind: str, extractor: str, mode: str) -> str:

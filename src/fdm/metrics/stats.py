@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from fdm.atomic import atomic_write
 from fdm.errors import FdmError
 from fdm.metrics.features import FeatureExtractor
-from fdm.snapshot import atomic_write
 
 _STRING_FIELDS = ("extractor", "mode", "extractor_sha256", "dataset", "dataset_sha256")
 

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import torch
 
+from fdm.atomic import atomic_write
 from fdm.errors import FdmError
-from fdm.snapshot import atomic_write
 
 STATE_FORMAT = 1
 STATE_KEYS = ("format", "model", "ema", "optimizer", "images_seen", "step", "config", "log_bytes")
