@@ -132,3 +132,26 @@ def test_check_matches_refuses_another_extractor_mode_network_or_image_shape():
         check_matches(stats, extractor(sha="c" * 64))
     with pytest.raises(FdmError, match="32x32x3"):
         check_matches(stats, extractor(), (32, 32, 3))
+
+
+def test_the_digits_network_is_identified_by_its_weights_not_its_file_bytes(tmp_path):
+    """TorchScript files carry a random serialization id; metrics must not depend on it."""
+    import json
+
+    import torch
+
+    from fdm.metrics.featnet import DigitsNet, info_path, save_featnet
+    from fdm.metrics.features import build_extractor
+
+    torch.manual_seed(0)
+    net = DigitsNet(img_resolution=8).eval()
+    save_featnet(tmp_path / "a.pt", net, {})
+    save_featnet(tmp_path / "b.pt", net, {})
+    a = build_extractor("digitsnet", featnet=tmp_path / "a.pt")
+    b = build_extractor("digitsnet", featnet=tmp_path / "b.pt")
+    assert a.weights_sha256 == b.weights_sha256
+    assert json.loads(info_path(tmp_path / "a.pt").read_text())["weights_sha256"] == a.weights_sha256
+    with torch.no_grad():
+        next(net.parameters()).add_(1e-3)
+    save_featnet(tmp_path / "c.pt", net, {})
+    assert build_extractor("digitsnet", featnet=tmp_path / "c.pt").weights_sha256 != a.weights_sha256

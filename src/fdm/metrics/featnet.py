@@ -132,16 +132,16 @@ def info_path(path: str | os.PathLike) -> Path:
 
 
 def save_featnet(path: str | os.PathLike, net: DigitsNet, info: dict) -> None:
-    """Save ``net`` as TorchScript and ``info`` (plus the file's sha256) as JSON beside it, atomically."""
-    from fdm.metrics.features import file_sha256, quiet_torchscript
+    """Save ``net`` as TorchScript and ``info`` (plus its weights' sha256) as JSON beside it, atomically."""
+    from fdm.metrics.features import quiet_torchscript, weights_sha256
 
-    # Serialise in memory: torch.jit.save names the archive after the file it writes, and the
-    # temporary name of an atomic write would make every run's bytes (and sha256) different.
+    # Serialise in memory: torch.jit.save names the archive after the file it writes. The archive
+    # still holds a random serialization id, so the network is identified by its weights' digest.
     buffer = io.BytesIO()
     with quiet_torchscript():
         torch.jit.save(torch.jit.script(net), buffer)
     atomic_write(path, lambda tmp: Path(tmp).write_bytes(buffer.getvalue()))
-    report = {**info, "sha256": file_sha256(path)}
+    report = {**info, "weights_sha256": weights_sha256(net)}
 
     def write(tmp: str) -> None:
         Path(tmp).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")

@@ -68,6 +68,20 @@ def quiet_torchscript() -> Iterator[None]:
         yield
 
 
+def weights_sha256(module: torch.nn.Module) -> str:
+    """sha256 of a module's tensors (names, dtypes, shapes, values), independent of how it was saved.
+
+    TorchScript archives carry a random serialization id, so their file bytes differ between two saves
+    of the same network; this digest does not.
+    """
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.numpy().tobytes())
+    return digest.hexdigest()
+
+
 def file_sha256(path: str | os.PathLike) -> str:
     """Hex SHA-256 of a file, read in chunks."""
     digest = hashlib.sha256()
@@ -217,4 +231,4 @@ def _digitsnet(path: Path, device: torch.device) -> FeatureExtractor:
         batch = torch.from_numpy(images).permute(0, 3, 1, 2).float()
         return get_batch_features(batch, model, device)
 
-    return FeatureExtractor("digitsnet", DIGITSNET_MODE, file_sha256(path), embed)
+    return FeatureExtractor("digitsnet", DIGITSNET_MODE, weights_sha256(model), embed)
