@@ -99,7 +99,8 @@ def test_snakemake_and_dvc_run_the_same_pipeline(tmp_path):
     # Both produce the same metrics, byte for byte, and the report.
     ours = metrics_files(smk)
     assert len(ours) == 2 * 4 and ours == metrics_files(dvc)
-    for record in ours.values():
+    for raw in ours.values():
+        record = json.loads(raw)
         assert record["fid_digitsnet"] > 0 and record["num_samples"] == 64
     for workdir in (smk, dvc):
         assert (workdir / "reports" / "digits" / "fid_vs_mimg.csv").is_file()
