@@ -119,7 +119,7 @@ def test_snakemake_and_dvc_run_the_same_pipeline(tmp_path):
     evals = [f"evaluate digits fdm_edm 0 {kimg} {sampler} {nfe}" for kimg, sampler, nfe in
              [(1, "heun", 7), (2, "dpmpp_3s", 3), (2, "heun", 3), (2, "heun", 7)]]  # fmt: skip
     assert planned_jobs(smk) == sorted(
-        ["all", "report", "train_config digits fdm_edm 0", "train digits fdm_edm 0", *evals]
+        ["all", "report", "track", "train_config digits fdm_edm 0", "train digits fdm_edm 0", *evals]
     )
     set_lr(dvc, "fdm_edm", 2.0e-3)
     run(
