@@ -18,32 +18,15 @@ import subprocess
 import sys
 import time
 
+SMALL = dict(
+    arch="ddpmpp", img_resolution=16, img_channels=1, model_channels=32, channel_mult=(1, 2), num_blocks=4
+)
+
 # name -> (fdm.nets.build kwargs, default batch size)
 CONFIGS = {
-    "small": (
-        dict(
-            arch="ddpmpp",
-            img_resolution=16,
-            img_channels=1,
-            model_channels=32,
-            channel_mult=(1, 2),
-            num_blocks=4,
-        ),
-        64,
-    ),
+    "small": (SMALL, 64),
     # The same without self-attention at 16x16 (only the decoder's lowest-resolution block keeps it).
-    "small-noattn": (
-        dict(
-            arch="ddpmpp",
-            img_resolution=16,
-            img_channels=1,
-            model_channels=32,
-            channel_mult=(1, 2),
-            num_blocks=4,
-            attn_resolutions=(),
-        ),
-        64,
-    ),
+    "small-noattn": ({**SMALL, "attn_resolutions": ()}, 64),
     "cifar": (
         dict(
             arch="ddpmpp",
