@@ -137,13 +137,20 @@ def fid_vs_mimg_rows(
                     "mimg": kimg / 1000,
                     "sampler": sampler,
                     "nfe": nfe,
-                    "seeds": stat.n if stat else 0,
-                    "mean": stat.mean if stat else None,
-                    "std": stat.std if stat else None,
-                    "paper": theirs.get(kimg),
+                    **_values(stat, theirs.get(kimg)),
                 }
             )
     return rows
+
+
+def _values(stat: Stat | None, paper: float | None) -> dict:
+    """The value columns of a table row: seed count, mean and std over seeds (or none), the paper's value."""
+    return {
+        "seeds": stat.n if stat else 0,
+        "mean": stat.mean if stat else None,
+        "std": stat.std if stat else None,
+        "paper": paper,
+    }
 
 
 def fid_vs_nfe_rows(
@@ -169,10 +176,7 @@ def fid_vs_nfe_rows(
                         "variant": variant,
                         "nfe": nfe,
                         "kimg": kimg,
-                        "seeds": stat.n if stat else 0,
-                        "mean": stat.mean if stat else None,
-                        "std": stat.std if stat else None,
-                        "paper": theirs.get(nfe),
+                        **_values(stat, theirs.get(nfe)),
                     }
                 )
     return rows
