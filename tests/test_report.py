@@ -1,5 +1,6 @@
 """`fdm report`: tables from synthetic records whose answers are known, and the command end to end."""
 
+import csv
 import dataclasses
 import json
 import math
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from PIL import Image
 
 from fdm import paper_results
 from fdm.config import load_params
@@ -14,12 +16,16 @@ from fdm.errors import FdmError
 from fdm.report import (
     Record,
     aggregate,
+    bootstrap_speedup,
     fid_vs_mimg_rows,
     fid_vs_nfe_rows,
     first_reach,
     read_records,
     report,
+    seed_curves,
+    speedup_markdown,
     speedup_rows,
+    t_interval,
     to_csv,
     write_report,
 )
@@ -57,11 +63,28 @@ def test_first_reach():
     assert first_reach(curve, 0.5, interpolate=True) is None
 
 
+def test_t_interval_closed_forms():
+    """Student t quantiles with closed forms: 1 dof is Cauchy, tan(pi (p - 1/2)); 2 dof, (2p-1)/sqrt(2p(1-p))."""
+    p = 0.975
+    two = t_interval([1.0, 3.0])  # mean 2, s = sqrt(2), s / sqrt(n) = 1
+    assert (two.mean, two.n) == (2.0, 2) and two.std == pytest.approx(math.sqrt(2.0))
+    half = math.tan(math.pi * (p - 0.5))
+    assert (two.ci_low, two.ci_high) == (pytest.approx(2.0 - half), pytest.approx(2.0 + half))
+    three = t_interval([1.0, 2.0, 3.0])  # mean 2, s = 1
+    half = (2 * p - 1) / math.sqrt(2 * p * (1 - p)) / math.sqrt(3)
+    assert (three.ci_low, three.ci_high) == (pytest.approx(2.0 - half), pytest.approx(2.0 + half))
+    flat = t_interval([4.0, 4.0, 4.0])
+    assert flat.ci_low == flat.ci_high == 4.0
+    one = t_interval([5.0])
+    assert (one.mean, one.std, one.ci_low, one.ci_high, one.n) == (5.0, None, None, None, 1)
+
+
 def test_aggregate_over_training_seeds():
     stats = aggregate(records("d", "edm", {10: 1.0}, seed=0) + records("d", "edm", {10: 3.0}, seed=1))
     stat = stats[("d", "edm", 10, "heun", 15)]
     assert (stat.mean, stat.n) == (2.0, 2)
     assert stat.std == pytest.approx(math.sqrt(2.0))
+    assert stat.ci_low == pytest.approx(2.0 - math.tan(0.475 * math.pi))
     assert aggregate(records("d", "edm", {10: 1.0}))[("d", "edm", 10, "heun", 15)].std is None
 
 
@@ -74,35 +97,110 @@ def test_training_speedup_known_answers():
         + records("d", "ve", {10: 9.0, 40: 4.0})
         + records("d", "fdm_ve", {10: 9.5, 40: 4.5})  # never
     )
-    rows = by_variant(speedup_rows(aggregate(recs), "d", VARIANTS, ("heun", 15), 40), "kimg")
+    rows = by_variant(speedup_rows(recs, "d", VARIANTS, ("heun", 15), 40), "kimg")
     edm, vp, ve = rows["heun", "fdm_edm"], rows["heun", "fdm_vp"], rows["heun", "fdm_ve"]
-    assert (edm["baseline_at"], edm["target"], edm["reached"], edm["speedup"], edm["status"]) == (
-        40,
-        2.0,
-        20,
-        2.0,
-        "reached",
-    )
+    assert (edm["baseline_at"], edm["target"], edm["baseline_reached"], edm["reached"]) == (40, 2.0, 40, 20)
+    assert (edm["speedup"], edm["status"]) == (2.0, "reached")
     assert vp["reached"] == pytest.approx(20.0) and vp["first"] == 30 and vp["speedup"] == pytest.approx(2.0)
     assert (ve["reached"], ve["speedup"], ve["status"]) == (None, None, "not reached")
+    for row in (edm, vp, ve):  # one training seed: no interval
+        assert (row["ci_low"], row["ci_high"], row["not_reached_share"], row["n_baseline"]) == (
+            None,
+            None,
+            None,
+            1,
+        )
+
+
+def test_a_baseline_that_gets_there_early_is_credited_with_its_own_first_crossing():
+    """Non-monotone baseline: it first reaches its final 2.0 at 30 kimg (between 20 and 40), not at 50."""
+    recs = records("d", "edm", {10: 4.0, 20: 3.0, 40: 1.0, 50: 2.0}) + records(
+        "d", "fdm_edm", {10: 3.5, 20: 2.0, 50: 1.0}
+    )
+    row = by_variant(speedup_rows(recs, "d", ("edm", "fdm_edm"), ("heun", 15), 50), "kimg")["heun", "fdm_edm"]
+    assert (row["baseline_at"], row["target"]) == (50, 2.0)
+    assert row["baseline_reached"] == pytest.approx(30.0)
+    assert row["speedup"] == pytest.approx(30.0 / 20.0)
 
 
 def test_sampling_speedup_known_answers():
     recs = (
-        records("d", "edm", {5: 3.0, 9: 2.5, 15: 2.4, 25: 2.45}, kimg=40)  # best 2.4 at NFE 15
-        + records("d", "fdm_edm", {5: 2.6, 9: 2.3, 15: 2.2}, kimg=40)  # reaches it at NFE 9
+        records(
+            "d", "edm", {5: 3.0, 9: 2.5, 15: 2.4, 25: 2.4}, kimg=40
+        )  # 2.4 at its largest NFE, first at 15
+        + records("d", "fdm_edm", {5: 2.6, 9: 2.3, 15: 2.2}, kimg=40)  # crosses 2.4 at 5 + 0.2/0.3 * 4
         + records("d", "fdm_edm", {5: 1.0}, kimg=20)  # not the final snapshot: ignored
+        + records("d", "edm", {5: 2.0}, kimg=40, sampler="euler")
+        + records("d", "fdm_edm", {5: 1.5, 9: 1.0}, kimg=40, sampler="euler")  # at its first point
     )
-    rows = speedup_rows(aggregate(recs), "d", ("edm", "fdm_edm"), ("heun", 15), 40)
+    rows = speedup_rows(recs, "d", ("edm", "fdm_edm"), ("heun", 15), 40)
     row = by_variant(rows, "nfe")["heun", "fdm_edm"]
-    assert (row["baseline_at"], row["target"], row["reached"]) == (15, 2.4, 9)
-    assert row["speedup"] == pytest.approx(15 / 9)
-    assert [r["measure"] for r in rows] == ["kimg", "nfe"]  # no vp/ve pairs: variants not in the profile
+    crossing = 5 + (2.6 - 2.4) / (2.6 - 2.3) * 4
+    assert (row["baseline_at"], row["target"], row["baseline_reached"], row["first"]) == (25, 2.4, 15, 9)
+    assert row["reached"] == pytest.approx(crossing)
+    assert row["speedup"] == pytest.approx(15 / crossing)
+    euler = by_variant(rows, "nfe")["euler", "fdm_edm"]
+    assert (euler["reached"], euler["speedup"], euler["status"]) == (5, 1.0, "reached at first point")
+    assert [r["measure"] for r in rows] == [
+        "kimg",
+        "nfe",
+        "nfe",
+    ]  # no vp/ve pairs: variants not in the profile
+
+
+def linear_seeds(variant, slope, offsets, floor=-math.inf, dataset="d"):
+    """One record curve per seed: value = max(10 - slope * kimg, floor) + offset, kimg 5, 10, ..., 40."""
+    recs = []
+    for seed, offset in enumerate(offsets):
+        curve = {k: max(10.0 - slope * k, floor) + offset for k in range(5, 45, 5)}
+        recs += records(dataset, variant, curve, seed=seed)
+    return recs
+
+
+def test_bootstrap_interval_contains_the_true_ratio_within_closed_form_bounds():
+    """Baseline 10 - 0.2 k + c, FDM 10 - 0.4 k + d: with seed means c, d the ratio is 40 / (20 + 2.5 (d - c))."""
+    offsets = (-0.1, 0.0, 0.1)
+    recs = linear_seeds("edm", 0.2, offsets) + linear_seeds("fdm_edm", 0.4, offsets)
+    row = speedup_rows(recs, "d", ("edm", "fdm_edm"), ("heun", 15), 40)[0]
+    assert (row["target"], row["reached"], row["speedup"]) == (
+        pytest.approx(2.0),
+        pytest.approx(20.0),
+        pytest.approx(2.0),
+    )
+    assert 40 / 20.5 - 1e-9 <= row["ci_low"] < 2.0 < row["ci_high"] <= 40 / 19.5 + 1e-9
+    assert (row["not_reached_share"], row["n_baseline"], row["n_fdm"]) == (0.0, 3, 3)
+    same = linear_seeds("edm", 0.2, (0.0,) * 3) + linear_seeds("fdm_edm", 0.4, (0.0,) * 3)
+    row = speedup_rows(same, "d", ("edm", "fdm_edm"), ("heun", 15), 40)[0]
+    assert row["ci_low"] == pytest.approx(2.0) and row["ci_high"] == pytest.approx(
+        2.0
+    )  # collapses to a point
+
+
+def test_bootstrap_share_of_resamples_that_never_reach_the_target():
+    """One FDM seed of three is stuck at 5: a resample with two or three copies of it ends above the target
+    (mean >= 10/3 > 2 at 40 kimg), which happens with probability 3 (1/3)^2 (2/3) + (1/3)^3 = 7/27."""
+    recs = linear_seeds("edm", 0.2, (0.0, 0.0, 0.0))
+    recs += linear_seeds("fdm_edm", 0.4, (0.0, 0.0), floor=0.0)
+    recs += records("d", "fdm_edm", {k: 5.0 for k in range(5, 45, 5)}, seed=2)
+    row = speedup_rows(recs, "d", ("edm", "fdm_edm"), ("heun", 15), 40)[0]
+    assert row["status"] == "reached" and row["speedup"] is not None  # the mean over all three gets there
+    assert row["not_reached_share"] == pytest.approx(7 / 27, abs=0.04)
+    assert row["ci_low"] is None and row["ci_high"] is not None  # the lower end is "not reached"
+    assert "[not reached, " in speedup_markdown([row], "d", "fid", False)
+
+
+def test_bootstrap_is_a_pure_function_of_the_records():
+    baseline = seed_curves({0: {1: 3.0, 2: 2.0}, 1: {1: 3.5, 2: 2.2}, 2: {1: 2.8, 2: 1.9}})
+    fdm = seed_curves({0: {1: 2.5, 2: 1.5}, 1: {1: 2.1, 2: 1.4}})
+    assert bootstrap_speedup(baseline, fdm) == bootstrap_speedup(baseline, fdm)
+    assert bootstrap_speedup(seed_curves({0: {1: 1.0}}), seed_curves({0: {1: 1.0}})) is None  # n = 1 each
+    one_baseline = bootstrap_speedup(seed_curves({0: {1: 3.0, 2: 2.0}}), fdm)  # only FDM's seeds vary
+    assert one_baseline is not None and one_baseline.not_reached == 0.0
 
 
 def test_missing_baseline_and_missing_runs():
     recs = records("d", "fdm_edm", {10: 1.0}) + records("d", "vp", {10: 1.0})
-    rows = by_variant(speedup_rows(aggregate(recs), "d", VARIANTS, ("heun", 15), 10), "kimg")
+    rows = by_variant(speedup_rows(recs, "d", VARIANTS, ("heun", 15), 10), "kimg")
     assert rows["heun", "fdm_edm"]["status"] == "no baseline runs"
     assert rows["heun", "fdm_vp"]["status"] == "no runs"
 
@@ -110,7 +208,7 @@ def test_missing_baseline_and_missing_runs():
 def test_paper_speedups_from_the_paper_tables():
     """paper.md 3.3: AFHQv2 EDM-FDM passes EDM's 200-Mimg FID between 50 and 100 Mimg; NFE 25 beats 79."""
     mimg, nfe = paper_results.fid_vs_kimg("afhqv2"), paper_results.fid_vs_nfe("afhqv2")
-    rows = speedup_rows({}, "afhqv2", VARIANTS, ("heun", 79), 200000, mimg, nfe)
+    rows = speedup_rows([], "afhqv2", VARIANTS, ("heun", 79), 200000, mimg, nfe)
     training = by_variant(rows, "kimg")["heun", "fdm_edm"]
     crossing = 50000 + (2.73 - 2.37) / (2.73 - 2.05) * 50000
     assert training["paper_reached"] == pytest.approx(crossing)
@@ -118,7 +216,9 @@ def test_paper_speedups_from_the_paper_tables():
     assert training["status"] == "no baseline runs"  # ours: nothing recorded
     for sampler in ("heun", "dpmpp_3s"):
         for variant in ("fdm_edm", "fdm_vp", "fdm_ve"):
-            assert by_variant(rows, "nfe")[sampler, variant]["paper_speedup"] == pytest.approx(79 / 25)
+            row = by_variant(rows, "nfe")[sampler, variant]
+            assert row["paper_speedup"] == pytest.approx(79 / 25)
+            assert row["paper_status"] == "reached at first point"  # 3.2x is a lower bound
     assert paper_results.fid_vs_kimg("cifar10")["fdm_ve"][50000] == 10.01
     assert paper_results.fid_vs_nfe("afhqv2")["dpmpp_3s"]["ve"][79] == 58.91
     assert paper_results.fid_vs_kimg("digits") == {} and paper_results.fid_vs_nfe("cifar10") == {}
@@ -169,15 +269,14 @@ def write_runs(runs: Path, params, value) -> None:
 
 
 def smoke_value(dataset, variant, seed, kimg, sampler, nfe):
-    """FDM reaches the baseline's final value (at 20 kimg) at 10 kimg; all samplers alike."""
+    """FDM reaches the baseline's final value (at 20 kimg) at 10 kimg: all samplers alike."""
     return (4.0 if kimg == 10 else 2.0) + (-2.0 if variant.startswith("fdm_") else 0.0) + 2.0 / nfe
 
 
-def test_report_command_end_to_end(tmp_path):
-    params_path = ROOT / "params.yaml"
-    write_runs(tmp_path / "runs", load_params(params_path), smoke_value)
+def run_report(tmp_path, params_path, value) -> Path:
+    """Synthetic runs for the profile, ``fdm report`` twice (byte-identical files), the report folder."""
+    write_runs(tmp_path / "runs", load_params(params_path), value)
     args = [
-        "report",
         "--params",
         str(params_path),
         "--runs",
@@ -185,24 +284,78 @@ def test_report_command_end_to_end(tmp_path):
         "--out",
         str(tmp_path / "reports"),
     ]
-    result = CliRunner().invoke(report, args[1:])
+    result = CliRunner().invoke(report, args)
     assert result.exit_code == 0, result.output
     folder = tmp_path / "reports" / "digits"
     names = sorted(p.name for p in folder.iterdir())
-    assert names == sorted(
-        f"{s}.{e}" for s in ("fid_vs_mimg", "fid_vs_nfe") for e in ("csv", "md", "png")
-    ) + [
-        "speedup.csv",
-        "speedup.md",
-    ]
-    first = {name: (folder / name).read_bytes() for name in names if not name.endswith(".png")}
-    assert CliRunner().invoke(report, args[1:]).exit_code == 0
-    assert first == {name: (folder / name).read_bytes() for name in first}  # byte-identical rerun
+    expected = [f"{s}.{e}" for s in ("fid_vs_mimg", "fid_vs_nfe", "speedup") for e in ("csv", "md", "png")]
+    assert names == sorted(expected)
+    first = {name: (folder / name).read_bytes() for name in names}
+    assert CliRunner().invoke(report, args).exit_code == 0
+    assert first == {name: (folder / name).read_bytes() for name in names}  # byte-identical rerun, PNGs too
+    for name in names:
+        if name.endswith(".png"):
+            with Image.open(folder / name) as image:
+                image.load()  # decodes
+                assert image.width > 400 and image.height > 300
+    return folder
+
+
+def csv_rows(path: Path) -> list[dict]:
+    with path.open(newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def test_report_command_end_to_end_one_seed(tmp_path):
+    folder = run_report(tmp_path, ROOT / "params.yaml", smoke_value)
     speedup = (folder / "speedup.csv").read_text().splitlines()
-    assert speedup[1].startswith("kimg,fdm_edm,edm,heun,20,2.133333,10,10,2.000000,reached,")
+    # FDM is at the target at its first snapshot: credited with it, a lower bound; one seed: no interval.
+    assert (
+        speedup[1] == "kimg,fdm_edm,edm,heun,20,2.133333,20,10,10,2.000000,,,,1,1,reached at first point,,,"
+    )
     mimg = (folder / "fid_vs_mimg.md").read_text()
-    assert "| 0.01 | 4.13 | 2.13 |" in mimg and "(paper" not in mimg
-    assert (folder / "fid_vs_mimg.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| 0.01 | 4.13 | 2.13 |" in mimg and "(paper" not in mimg and "(n=1)" in mimg
+    assert "| ≥ 2.00x | n=1: none | 1/1 |" in (folder / "speedup.md").read_text()
+    assert csv_rows(folder / "fid_vs_mimg.csv")[0]["ci_low"] == ""
+
+
+STUDY_OFFSETS = (-0.25, 0.0, 0.25)  # per training seed, exact in binary: the seed means are exact
+STUDY_NFE = {  # final snapshot; the baseline's largest-NFE value is reached by FDM at NFE 11 (heun), 8 (dpmpp)
+    ("heun", False): {7: 5.0, 11: 4.0, 15: 3.0, 19: 2.5, 35: 2.0},
+    ("heun", True): {7: 3.0, 11: 2.0, 15: 1.8, 19: 1.5, 35: 1.4},
+    ("dpmpp_3s", False): {5: 5.0, 8: 4.0, 10: 3.0, 15: 2.5, 25: 2.0},
+    ("dpmpp_3s", True): {5: 3.0, 8: 2.0, 10: 1.2, 15: 1.1, 25: 1.0},
+}
+
+
+def study_value(dataset, variant, seed, kimg, sampler, nfe):
+    """Training at heun-19: baseline 0.5 + 80/kimg, FDM 0.5 + 40/kimg, so FDM reaches the baseline's
+    final 2.5 at exactly half the kimg (20 of 40); the final snapshot follows STUDY_NFE."""
+    fdm = variant.startswith("fdm_")
+    base = STUDY_NFE[sampler, fdm][nfe] if kimg == 40 else 0.5 + (40.0 if fdm else 80.0) / kimg
+    return base + STUDY_OFFSETS[seed]
+
+
+def test_report_study_profile_three_seeds(tmp_path):
+    folder = run_report(tmp_path, ROOT / "config" / "study.yaml", study_value)
+    rows = {(r["measure"], r["sampler"], r["variant"]): r for r in csv_rows(folder / "speedup.csv")}
+    expected = {("kimg", "heun"): 40 / 20, ("nfe", "heun"): 35 / 11, ("nfe", "dpmpp_3s"): 25 / 8}
+    assert len(rows) == 3 * len(expected)
+    for (measure, sampler, variant), row in rows.items():
+        ratio = expected[measure, sampler]
+        assert float(row["speedup"]) == pytest.approx(ratio, abs=1e-6), (measure, sampler, variant)
+        assert float(row["ci_low"]) <= ratio <= float(row["ci_high"])
+        assert (row["n_baseline"], row["n_fdm"], row["status"]) == ("3", "3", "reached")
+    # t interval of {x - 0.25, x, x + 0.25}: s = 0.25, half width t_{0.975, 2} * 0.25 / sqrt(3) = 0.62
+    mimg = (folder / "fid_vs_mimg.md").read_text()
+    assert "| 0.04 | 2.50 [1.88, 3.12] | 1.50 [0.879, 2.12] |" in mimg and "n=3 training seeds" in mimg
+    row = csv_rows(folder / "fid_vs_mimg.csv")[7]
+    assert (row["variant"], row["kimg"], row["n"], row["mean"]) == ("edm", "40", "3", "2.500000")
+    assert float(row["ci_high"]) - 2.5 == pytest.approx(
+        0.25 * (0.95 / math.sqrt(2 * 0.975 * 0.025)) / math.sqrt(3)
+    )
+    nfe = csv_rows(folder / "fid_vs_nfe.csv")
+    assert {r["sampler"] for r in nfe} == {"heun", "dpmpp_3s"} and len(nfe) == 6 * 10
 
 
 def test_paper_profile_our_numbers_equal_to_the_paper_give_the_paper_speedups(tmp_path):

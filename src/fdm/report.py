@@ -1,24 +1,26 @@
 """`fdm report`: the paper's tables and plots, regenerated from our evaluation records.
 
 Input: every ``runs/<dataset>/<variant>/s<seed>/eval/<kimg>/<sampler>-<nfe>/metrics.json``. Output,
-per dataset of the profile, under ``reports/<dataset>/``:
+per dataset of the profile, under ``reports/<dataset>/`` (how to read them: docs/report.md):
 
 - ``fid_vs_mimg.{csv,md,png}``: the report metric against training Mimg at the dataset's main
-  sampler and NFE, mean (and standard deviation) over training seeds (paper.md section 3.1);
-- ``fid_vs_nfe.{csv,md,png}``: the metric against NFE per sampler at the final snapshot (section 3.2);
-- ``speedup.{csv,md}``: FDM's two claims, measured (section 3.3). Training: the Mimg at which each
-  FDM variant first reaches its baseline's final value, linearly interpolated between the two
-  snapshots around the crossing (a variant already below the target at its first snapshot is
-  credited with that snapshot, since nothing is known before it); speedup = baseline Mimg / that
-  Mimg. Sampling: the smallest NFE of the grid at which the FDM variant reaches its baseline's best
-  value over NFEs (no interpolation: NFEs are discrete); speedup = baseline's NFE / that NFE.
+  sampler and NFE (paper.md section 3.1); per point the mean over training seeds, its standard
+  deviation and its 95% Student-t confidence interval (none for one seed);
+- ``fid_vs_nfe.{csv,md,png}``: the same against NFE per sampler at the final snapshot (section 3.2);
+- ``speedup.{csv,md,png}``: FDM's two claims, measured (section 3.3), with one definition for both
+  axes (x = training kimg at the main sampler, or NFE at the final snapshot per sampler). The target
+  is the baseline's mean value at its largest x; the cost of a curve is the smallest x at which its
+  mean is at or below the target, linearly interpolated between the two grid points around the
+  crossing (a curve already there at its first point is credited with that point, nothing being
+  known before it); speedup = baseline cost / FDM cost. Its 95% interval is a percentile bootstrap
+  over training seeds (baseline and FDM seeds resampled independently, the mean curves, the target
+  and the ratio recomputed), with a fixed generator seed so that reruns are byte-identical.
 
 With ``report.compare_paper`` and the paper's metric (``fid_inception_legacy_tensorflow``), the
 paper's numbers (``fdm.paper_results``, matched by the dataset's ``source``; FID vs Mimg only where
 our main sampler and NFE are the paper's) stand beside ours: a ``paper`` column in the tables,
-dashed lines in the plots, and the same speedups computed from the paper's tables. The tables are
-pure functions of the records; CSV and Markdown are byte-identical across reruns, and every file is
-written atomically.
+dotted lines in the plots, and the same speedups computed from the paper's tables. The tables are
+pure functions of the records; every file is byte-identical across reruns and written atomically.
 """
 
 from __future__ import annotations
@@ -28,11 +30,12 @@ import json
 import math
 import os
 import re
-import statistics
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import click
+import numpy as np
+from scipy import stats as scipy_stats
 
 from fdm import paper_results
 from fdm.atomic import atomic_write, atomic_write_text
@@ -40,6 +43,10 @@ from fdm.config import BASELINE, Params, load_params
 from fdm.errors import FdmError
 
 _RECORD_PATH = re.compile(r"s(?P<seed>\d+)/eval/(?P<kimg>\d+)/(?P<sampler>[a-z0-9_]+)-(?P<nfe>\d+)")
+
+CONFIDENCE = 0.95
+BOOTSTRAP_RESAMPLES = 2000
+BOOTSTRAP_SEED = 0  # numpy Generator seed of every bootstrap: the report is a pure function of the records
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,11 +64,24 @@ class Record:
 
 @dataclasses.dataclass(frozen=True)
 class Stat:
-    """Mean and sample standard deviation over training seeds (``std`` is None for one seed)."""
+    """Mean over training seeds, sample standard deviation and 95% Student-t interval (None for one seed)."""
 
     mean: float
     std: float | None
     n: int
+    ci_low: float | None = None
+    ci_high: float | None = None
+
+
+def t_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> Stat:
+    """Mean ± t_{(1+confidence)/2, n-1} · s / sqrt(n) of independent values (the training seeds)."""
+    n = len(values)
+    mean = float(np.mean(values))
+    if n < 2:
+        return Stat(mean, None, n)
+    std = float(np.std(values, ddof=1))
+    half = float(scipy_stats.t.ppf((1 + confidence) / 2, n - 1)) * std / math.sqrt(n)
+    return Stat(mean, std, n, mean - half, mean + half)
 
 
 # Reading ------------------------------------------------------------------------------------------------------
@@ -104,14 +124,13 @@ def read_records(runs: str | os.PathLike, metric: str) -> list[Record]:
 
 
 def aggregate(records: Iterable[Record]) -> dict[tuple, Stat]:
-    """(dataset, variant, kimg, sampler, nfe) -> Stat over training seeds."""
-    groups: dict[tuple, list[float]] = {}
+    """(dataset, variant, kimg, sampler, nfe) -> Stat over training seeds, in seed order."""
+    groups: dict[tuple, list[tuple[int, float]]] = {}
     for r in records:
-        groups.setdefault((r.dataset, r.variant, r.kimg, r.sampler, r.nfe), []).append(r.value)
-    return {
-        key: Stat(statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else None, len(v))
-        for key, v in groups.items()
-    }
+        groups.setdefault((r.dataset, r.variant, r.kimg, r.sampler, r.nfe), []).append(
+            (r.train_seed, r.value)
+        )
+    return {key: t_interval([v for _, v in sorted(pairs)]) for key, pairs in groups.items()}
 
 
 def fid_vs_mimg_rows(
@@ -144,11 +163,14 @@ def fid_vs_mimg_rows(
 
 
 def _values(stat: Stat | None, paper: float | None) -> dict:
-    """The value columns of a table row: seed count, mean and std over seeds (or none), the paper's value."""
+    """The value columns of a table row: over training seeds (or none), then the paper's value."""
     return {
         "seeds": stat.n if stat else 0,
         "mean": stat.mean if stat else None,
         "std": stat.std if stat else None,
+        "ci_low": stat.ci_low if stat else None,
+        "ci_high": stat.ci_high if stat else None,
+        "n": stat.n if stat else 0,
         "paper": paper,
     }
 
@@ -182,7 +204,7 @@ def fid_vs_nfe_rows(
     return rows
 
 
-def first_reach(curve: dict[float, float], target: float, interpolate: bool) -> float | None:
+def first_reach(curve: dict[float, float], target: float, interpolate: bool = True) -> float | None:
     """Smallest x at which the curve (x -> value, lower is better) is at or below ``target``, or None.
 
     With ``interpolate`` the crossing is placed on the straight line between the last point above the
@@ -192,7 +214,7 @@ def first_reach(curve: dict[float, float], target: float, interpolate: bool) -> 
     for x in sorted(curve):
         y = curve[x]
         if y <= target:
-            if interpolate and above is not None:
+            if interpolate and above is not None and y < target:  # y == target: the grid point itself
                 x0, y0 = above
                 return x0 + (y0 - target) / (y0 - y) * (x - x0)
             return x
@@ -200,53 +222,153 @@ def first_reach(curve: dict[float, float], target: float, interpolate: bool) -> 
     return None
 
 
-def _speedup(baseline: dict[float, float], fdm: dict[float, float], best: bool, interpolate: bool) -> dict:
-    """Where ``fdm`` reaches the baseline's final (or, with ``best``, lowest) value, and the ratio."""
+@dataclasses.dataclass(frozen=True)
+class Crossing:
+    """The speedup of one FDM curve over its baseline (module docstring): target, costs and their ratio."""
+
+    baseline_at: float  # the baseline's largest x, where the target is read
+    target: float
+    baseline_reached: float  # the baseline's cost: first x at or below its own final value
+    reached: float | None  # the FDM variant's cost, None: not reached within its grid
+    first: float | None  # the FDM grid point at or after its crossing
+    at_first_point: bool  # the FDM curve is at the target at its first point: the ratio is a lower bound
+
+    @property
+    def speedup(self) -> float | None:
+        return None if self.reached is None else self.baseline_reached / self.reached
+
+
+def crossing(baseline: dict[float, float], fdm: dict[float, float]) -> Crossing | None:
+    """The speedup definition on two mean curves (x -> value); None when either curve is empty."""
     if not baseline or not fdm:
-        return {"at": None, "target": None, "reached": None, "first": None, "speedup": None}
-    at = min(baseline, key=lambda x: (baseline[x], x)) if best else max(baseline)
+        return None
+    at = max(baseline)
     target = baseline[at]
-    reached = first_reach(fdm, target, interpolate)
-    first = first_reach(fdm, target, interpolate=False)
-    return {
-        "at": at,
-        "target": target,
-        "reached": reached,
-        "first": first,
-        "speedup": at / reached if reached else None,
-    }
+    reached = first_reach(fdm, target)
+    return Crossing(
+        baseline_at=at,
+        target=target,
+        baseline_reached=first_reach(baseline, target),
+        reached=reached,
+        first=first_reach(fdm, target, interpolate=False),
+        at_first_point=reached is not None and reached == min(fdm),
+    )
 
 
-def _status(result: dict, baseline: dict, fdm: dict) -> str:
+@dataclasses.dataclass(frozen=True)
+class Curves:
+    """Per-seed curves of one model family member: grid ``x`` and ``values[seed, x]`` (NaN: not run)."""
+
+    x: tuple[float, ...]
+    values: np.ndarray
+
+    def mean(self) -> dict[float, float]:
+        """x -> mean over the seeds that have a value there."""
+        return self.means(np.arange(len(self.values))[None])[0]
+
+    def means(self, rows: np.ndarray) -> list[dict[float, float]]:
+        """Per line of ``rows`` (seed indices, repeats allowed): x -> mean over those seeds that have a value."""
+        values = self.values[rows]  # (lines, seeds, x)
+        have = ~np.isnan(values)
+        counts = have.sum(axis=1)
+        means = np.where(have, values, 0.0).sum(axis=1) / np.maximum(counts, 1)
+        return [
+            {x: m for x, m, c in zip(self.x, line, count, strict=True) if c}
+            for line, count in zip(means.tolist(), counts.tolist(), strict=True)
+        ]
+
+
+def seed_curves(points: dict[int, dict[float, float]]) -> Curves:
+    """Curves from ``{train seed: {x: value}}``, seeds in ascending order."""
+    xs = sorted({x for curve in points.values() for x in curve})
+    seeds = sorted(points)
+    values = np.array([[points[s].get(x, np.nan) for x in xs] for s in seeds], dtype=float).reshape(
+        len(seeds), len(xs)
+    )
+    return Curves(tuple(xs), values)
+
+
+@dataclasses.dataclass(frozen=True)
+class Bootstrap:
+    """Percentile bootstrap of the speedup: interval (None where it falls among not-reached resamples)."""
+
+    ci_low: float | None
+    ci_high: float | None
+    not_reached: float  # share of resamples in which the FDM variant never reaches the target
+
+
+def bootstrap_speedup(
+    baseline: Curves,
+    fdm: Curves,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    confidence: float = CONFIDENCE,
+    seed: int = BOOTSTRAP_SEED,
+) -> Bootstrap | None:
+    """Resample each side's training seeds with replacement, independently; None with one seed per side.
+
+    A resample in which the FDM variant never reaches the target ranks below every reached ratio
+    (its cost lies beyond the grid); an interval end that falls among them is None ("not reached").
+    """
+    n_base, n_fdm = len(baseline.values), len(fdm.values)
+    if n_base < 2 and n_fdm < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    base_rows = rng.integers(0, n_base, size=(resamples, n_base))
+    fdm_rows = rng.integers(0, n_fdm, size=(resamples, n_fdm))
+    ratios = np.empty(resamples)
+    pairs = zip(baseline.means(base_rows), fdm.means(fdm_rows), strict=True)
+    for i, (base_curve, fdm_curve) in enumerate(pairs):
+        result = crossing(base_curve, fdm_curve)
+        ratios[i] = -np.inf if result is None or result.speedup is None else result.speedup
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(ratios, [tail, 1 - tail], method="inverted_cdf")
+    return Bootstrap(
+        ci_low=float(low) if np.isfinite(low) else None,
+        ci_high=float(high) if np.isfinite(high) else None,
+        not_reached=float(np.mean(np.isneginf(ratios))),
+    )
+
+
+def _status(result: Crossing | None, baseline: dict, fdm: dict) -> str:
     if not baseline:
         return "no baseline runs"
     if not fdm:
         return "no runs"
-    return "reached" if result["reached"] is not None else "not reached"
+    if result.reached is None:
+        return "not reached"
+    return "reached at first point" if result.at_first_point else "reached"
 
 
-def _compare(measure, variant, baseline, sampler, ours: tuple, theirs: tuple, **how) -> dict:
-    """A speedup row from the (baseline, fdm) curves of ours and of the paper."""
-    mine, paper = _speedup(*ours, **how), _speedup(*theirs, **how)
+def _compare(measure, variant, baseline, sampler, ours: tuple[Curves, Curves], theirs: tuple) -> dict:
+    """A speedup row from our per-seed (baseline, FDM) curves and the paper's (baseline, FDM) curves."""
+    base_mean, fdm_mean = ours[0].mean(), ours[1].mean()
+    mine, paper = crossing(base_mean, fdm_mean), crossing(*theirs)
+    boot = bootstrap_speedup(*ours) if mine is not None else None
     return {
         "measure": measure,
         "variant": variant,
         "baseline": baseline,
         "sampler": sampler,
-        "baseline_at": mine["at"],
-        "target": mine["target"],
-        "reached": mine["reached"],
-        "first": mine["first"],
-        "speedup": mine["speedup"],
-        "status": _status(mine, *ours),
-        "paper_reached": paper["reached"],
-        "paper_speedup": paper["speedup"],
+        "baseline_at": mine.baseline_at if mine else None,
+        "target": mine.target if mine else None,
+        "baseline_reached": mine.baseline_reached if mine else None,
+        "reached": mine.reached if mine else None,
+        "first": mine.first if mine else None,
+        "speedup": mine.speedup if mine else None,
+        "ci_low": boot.ci_low if boot else None,
+        "ci_high": boot.ci_high if boot else None,
+        "not_reached_share": boot.not_reached if boot else None,
+        "n_baseline": len(ours[0].values),
+        "n_fdm": len(ours[1].values),
+        "status": _status(mine, base_mean, fdm_mean),
+        "paper_reached": paper.reached if paper else None,
+        "paper_speedup": paper.speedup if paper else None,
         "paper_status": _status(paper, *theirs) if all(theirs) else "",
     }
 
 
 def speedup_rows(
-    stats: dict[tuple, Stat],
+    records: Iterable[Record],
     dataset: str,
     variants: Sequence[str],
     main: tuple[str, int],
@@ -259,27 +381,35 @@ def speedup_rows(
     ``main`` is the (sampler, nfe) of the training curves, ``final_kimg`` the snapshot of the NFE
     curves; ``paper_*`` as in ``fid_vs_mimg_rows`` and ``fid_vs_nfe_rows``.
     """
+    records = [r for r in records if r.dataset == dataset]
     paper_mimg, paper_nfe = paper_mimg or {}, paper_nfe or {}
 
-    def by_kimg(variant: str) -> dict[float, float]:
-        return {k[2]: s.mean for k, s in stats.items() if k[:2] == (dataset, variant) and k[3:] == main}
+    def curves(variant: str, keep, x) -> Curves:
+        points: dict[int, dict[float, float]] = {}
+        for r in records:
+            if r.variant == variant and keep(r):
+                points.setdefault(r.train_seed, {})[x(r)] = r.value
+        return seed_curves(points)
 
-    def by_nfe(variant: str, sampler: str) -> dict[float, float]:
-        return {k[4]: s.mean for k, s in stats.items() if k[:4] == (dataset, variant, final_kimg, sampler)}
+    def by_kimg(variant: str) -> Curves:
+        return curves(variant, lambda r: (r.sampler, r.nfe) == main, lambda r: r.kimg)
+
+    def by_nfe(variant: str, sampler: str) -> Curves:
+        return curves(variant, lambda r: (r.kimg, r.sampler) == (final_kimg, sampler), lambda r: r.nfe)
 
     pairs = [(v, BASELINE[v]) for v in variants if v in BASELINE and BASELINE[v] in variants]
     rows = []
     for variant, base in pairs:
-        ours = (by_kimg(base), by_kimg(variant))
         theirs = (paper_mimg.get(base, {}), paper_mimg.get(variant, {}))
-        rows.append(_compare("kimg", variant, base, main[0], ours, theirs, best=False, interpolate=True))
-    samplers = sorted({k[3] for k in stats if k[0] == dataset and k[2] == final_kimg} | set(paper_nfe))
+        rows.append(_compare("kimg", variant, base, main[0], (by_kimg(base), by_kimg(variant)), theirs))
+    samplers = sorted({r.sampler for r in records if r.kimg == final_kimg} | set(paper_nfe))
     for sampler in samplers:
         for variant, base in pairs:
-            ours = (by_nfe(base, sampler), by_nfe(variant, sampler))
             paper = paper_nfe.get(sampler, {})
-            theirs = (paper.get(base, {}), paper.get(variant, {}))
-            rows.append(_compare("nfe", variant, base, sampler, ours, theirs, best=True, interpolate=False))
+            ours = (by_nfe(base, sampler), by_nfe(variant, sampler))
+            rows.append(
+                _compare("nfe", variant, base, sampler, ours, (paper.get(base, {}), paper.get(variant, {})))
+            )
     return rows
 
 
@@ -308,9 +438,15 @@ def _num(value: float | None) -> str:
     return f"{value:.2f}" if abs(value) >= 1 else f"{value:.3g}"
 
 
-def _cell(mean, std, paper) -> str:
-    text = "–" if mean is None else _num(mean) + (f" ± {_num(std)}" if std is not None else "")
-    return text + (f" ({_num(paper)})" if paper is not None else "")
+def _cell(row) -> str:
+    """mean [95% interval] (paper), or – where we have no run."""
+    if row["mean"] is None:
+        text = "–"
+    elif row["ci_low"] is None:
+        text = _num(row["mean"])
+    else:
+        text = f"{_num(row['mean'])} [{_num(row['ci_low'])}, {_num(row['ci_high'])}]"
+    return text + (f" ({_num(row['paper'])})" if row["paper"] is not None else "")
 
 
 def _markdown_table(header: Sequence[str], body: Iterable[Sequence[str]]) -> list[str]:
@@ -319,8 +455,8 @@ def _markdown_table(header: Sequence[str], body: Iterable[Sequence[str]]) -> lis
 
 
 def _pivot(rows, key: str, variants: Sequence[str]) -> tuple[list[str], list[list[str]]]:
-    """(variant columns, table body): one line per ``key`` value, each cell mean ± std (paper)."""
-    cells = {(r[key], r["variant"]): _cell(r["mean"], r["std"], r["paper"]) for r in rows}
+    """(variant columns, table body): one line per ``key`` value, each cell mean [interval] (paper)."""
+    cells = {(r[key], r["variant"]): _cell(r) for r in rows}
     shown = [v for v in variants if any(r["variant"] == v for r in rows)]
     body = []
     for k in sorted({r[key] for r in rows}):
@@ -330,9 +466,16 @@ def _pivot(rows, key: str, variants: Sequence[str]) -> tuple[list[str], list[lis
 
 
 def _seeds_note(rows) -> str:
-    counts = sorted({r["seeds"] for r in rows if r["seeds"]})
+    counts = sorted({r["n"] for r in rows if r["n"]})
     seeds = "/".join(str(c) for c in counts) or "0"
-    note = f"Mean ± standard deviation over {seeds} training seed(s)"
+    if counts and max(counts) > 1:
+        note = (
+            f"Mean over n={seeds} training seeds [{CONFIDENCE:.0%} Student-t confidence interval of the mean]"
+        )
+        if min(counts) == 1:
+            note += "; no interval where n=1"
+    else:
+        note = f"One training seed per model (n={seeds}): the values, no interval"
     if any(r["paper"] is not None for r in rows):
         note += "; the paper's value in parentheses"
     return note + "; – : not run."
@@ -363,70 +506,92 @@ def fid_vs_nfe_markdown(rows, dataset: str, variants: Sequence[str], metric: str
     return "\n".join(lines) + "\n"
 
 
-def _reached(status: str, value: float | None, scale: float, first: float | None = None) -> str:
-    """A speedup table cell: the crossing (and the snapshot it lies before), or why there is none."""
-    if status != "reached":
-        return status
-    text = f"{value / scale:.4g}"  # Mimg or NFE
-    return text + (f" (snapshot {first / scale:g})" if first is not None and first != value else "")
-
-
 def _at(value: float | None, scale: float) -> str:
-    return "" if value is None else f"{value / scale:g}"
+    return "" if value is None else f"{value / scale:.4g}"
 
 
 def _ratio(value: float | None) -> str:
     return "" if value is None else f"{value:.2f}x"
 
 
+def _reached(status: str, value: float | None, scale: float) -> str:
+    """Where the FDM curve crosses the target, or why there is no crossing."""
+    return _at(value, scale) if status.startswith("reached") else status
+
+
+def _speedup_cell(status: str, ratio: float | None) -> str:
+    if ratio is None:
+        return ""
+    return ("≥ " if status == "reached at first point" else "") + _ratio(ratio)
+
+
+def _interval_cell(row) -> str:
+    """The bootstrap interval and the share of resamples that never reach the target."""
+    if row["status"] not in ("reached", "reached at first point", "not reached"):
+        return ""
+    if row["not_reached_share"] is None:
+        return "n=1: none"
+    low = "not reached" if row["ci_low"] is None else _ratio(row["ci_low"])
+    high = "not reached" if row["ci_high"] is None else _ratio(row["ci_high"])
+    text = f"[{low}, {high}]"
+    share = row["not_reached_share"]
+    return text + (f"; not reached in {share:.1%} of resamples" if share else "")
+
+
 def speedup_markdown(rows, dataset: str, metric: str, compare_paper: bool) -> str:
     def cells(r, scale):
         mine = [
+            _at(r["baseline_at"], scale),
             _num(r["target"]),
-            _reached(r["status"], r["reached"], scale, r["first"]),
-            _ratio(r["speedup"]),
+            _at(r["baseline_reached"], scale),
+            _reached(r["status"], r["reached"], scale),
+            _speedup_cell(r["status"], r["speedup"]),
+            _interval_cell(r),
+            f"{r['n_baseline']}/{r['n_fdm']}",
         ]
-        paper = [_reached(r["paper_status"], r["paper_reached"], scale), _ratio(r["paper_speedup"])]
+        paper = [
+            _reached(r["paper_status"], r["paper_reached"], scale),
+            _speedup_cell(r["paper_status"], r["paper_speedup"]),
+        ]
         return mine + (paper if compare_paper else [])
 
-    paper_header = ["paper reached", "paper speedup"] if compare_paper else []
-    training = [
-        [r["variant"], r["baseline"], _at(r["baseline_at"], 1000), *cells(r, 1000)]
-        for r in rows
-        if r["measure"] == "kimg"
-    ]
+    def header(unit):
+        mine = [
+            f"baseline final {unit}",
+            "target",
+            f"baseline reaches at {unit}",
+            f"FDM reaches at {unit}",
+            "speedup",
+            f"{CONFIDENCE:.0%} bootstrap interval",
+            "seeds (baseline/FDM)",
+        ]
+        return mine + (["paper: FDM reaches at", "paper speedup"] if compare_paper else [])
+
+    training = [[r["variant"], r["baseline"], *cells(r, 1000)] for r in rows if r["measure"] == "kimg"]
     sampling = [
-        [r["sampler"], r["variant"], r["baseline"], _at(r["baseline_at"], 1), *cells(r, 1)]
-        for r in rows
-        if r["measure"] == "nfe"
+        [r["sampler"], r["variant"], r["baseline"], *cells(r, 1)] for r in rows if r["measure"] == "nfe"
     ]
-    lines = [f"# {dataset}: FDM speedups ({metric})", ""]
-    lines += [
-        "## Training: Mimg at which each FDM variant reaches its baseline's final value",
+    sampler = next((r["sampler"] for r in rows if r["measure"] == "kimg"), "")
+    lines = [
+        f"# {dataset}: FDM speedups ({metric})",
         "",
-        "Linear interpolation between the snapshots around the crossing (an FDM run already below the "
-        "target at its first snapshot is credited with that snapshot); speedup = baseline Mimg / reached Mimg.",
+        "Target: the baseline's mean value at its largest Mimg (or NFE). Each curve's cost is the first "
+        "Mimg (NFE) at which its mean over training seeds is at or below the target, linearly interpolated "
+        "between grid points; a curve already there at its first point is credited with that point (≥: the "
+        "speedup is a lower bound). Speedup = baseline cost / FDM cost; the paper claims about "
+        f"{paper_results.CLAIMED_TRAINING_SPEEDUP:g}x in training and "
+        f"{paper_results.CLAIMED_SAMPLING_SPEEDUP:g}x in sampling. Interval: percentile bootstrap over "
+        f"training seeds ({BOOTSTRAP_RESAMPLES} resamples, baseline and FDM seeds drawn independently, "
+        "generator seed "
+        f'{BOOTSTRAP_SEED}); "not reached" where the interval end falls among resamples that never reach '
+        "the target. Definitions: docs/report.md.",
+        "",
+        f"## Training ({sampler}, the main sampler): Mimg to reach the baseline's final value",
         "",
     ]
-    header = ["FDM variant", "baseline", "baseline Mimg", "target", "reached at Mimg", "speedup"]
-    lines += _markdown_table(header + paper_header, training)
-    lines += [
-        "",
-        "## Sampling: NFE at which each FDM variant reaches its baseline's best value (final snapshot)",
-        "",
-        "Smallest NFE of the grid at or below the target; speedup = baseline's NFE at its best / reached NFE.",
-        "",
-    ]
-    header = [
-        "sampler",
-        "FDM variant",
-        "baseline",
-        "baseline best at NFE",
-        "target",
-        "reached at NFE",
-        "speedup",
-    ]
-    lines += _markdown_table(header + paper_header, sampling)
+    lines += _markdown_table(["FDM variant", "baseline", *header("Mimg")], training)
+    lines += ["", "## Sampling (final snapshot): NFE to reach the baseline's value at its largest NFE", ""]
+    lines += _markdown_table(["sampler", "FDM variant", "baseline", *header("NFE")], sampling)
     return "\n".join(lines) + "\n"
 
 
@@ -436,28 +601,17 @@ _FAMILY_COLOR = {"edm": "tab:blue", "vp": "tab:orange", "ve": "tab:green"}
 
 
 def _style(variant: str) -> dict:
+    """A family's colour for the baseline (solid, circles) and its FDM variant (dashed, triangles)."""
     family = variant.removeprefix("fdm_")
     fdm = variant != family
     return {
         "color": _FAMILY_COLOR.get(family, "tab:gray"),
         "marker": "^" if fdm else "o",
-        "alpha": 1.0 if fdm else 0.6,
+        "linestyle": "--" if fdm else "-",
     }
 
 
-def _plot_curves(ax, rows, x_key: str, x_scale: float, variants, title: str, metric: str) -> None:
-    for variant in variants:
-        mine = [r for r in rows if r["variant"] == variant and r["mean"] is not None]
-        paper = [r for r in rows if r["variant"] == variant and r["paper"] is not None]
-        style = _style(variant)
-        if mine:
-            xs = [r[x_key] / x_scale for r in mine]
-            errs = [r["std"] or 0.0 for r in mine]
-            ax.errorbar(xs, [r["mean"] for r in mine], yerr=errs, label=variant, capsize=2, **style)
-        if paper:
-            xs = [r[x_key] / x_scale for r in paper]
-            ax.plot(xs, [r["paper"] for r in paper], linestyle="--", label=f"{variant} (paper)", **style)
-    values = [r[k] for r in rows for k in ("mean", "paper") if r[k] is not None]
+def _log_scale(ax, values) -> None:
     if values and min(values) > 0:
         from matplotlib.ticker import FormatStrFormatter
 
@@ -465,12 +619,45 @@ def _plot_curves(ax, rows, x_key: str, x_scale: float, variants, title: str, met
         ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
         ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
         ax.tick_params(axis="y", which="minor", labelsize="x-small")
+
+
+def _plot_curves(ax, rows, x_key: str, x_scale: float, variants, title: str, metric: str) -> None:
+    """Per variant: the mean line with its 95% interval as a band; the paper's values dotted."""
+    for variant in variants:
+        mine = [r for r in rows if r["variant"] == variant and r["mean"] is not None]
+        paper = [r for r in rows if r["variant"] == variant and r["paper"] is not None]
+        style = _style(variant)
+        if mine:
+            xs = [r[x_key] / x_scale for r in mine]
+            ax.plot(xs, [r["mean"] for r in mine], label=variant, markersize=4, **style)
+            band = [r for r in mine if r["ci_low"] is not None]
+            if band:
+                ax.fill_between(
+                    [r[x_key] / x_scale for r in band],
+                    [r["ci_low"] for r in band],
+                    [r["ci_high"] for r in band],
+                    color=style["color"],
+                    alpha=0.12 if style["linestyle"] == "-" else 0.2,
+                    linewidth=0,
+                )
+        if paper:
+            xs = [r[x_key] / x_scale for r in paper]
+            ax.plot(
+                xs,
+                [r["paper"] for r in paper],
+                label=f"{variant} (paper)",
+                color=style["color"],
+                marker=style["marker"],
+                linestyle=":",
+                alpha=0.6,
+            )
+    _log_scale(ax, [r[k] for r in rows for k in ("mean", "ci_low", "paper") if r[k] is not None])
     ax.set_title(title)
     ax.set_ylabel(metric)
     ax.grid(True, alpha=0.3)
 
 
-def _legend(ax) -> None:
+def _legend(ax, note: str = "") -> None:
     """Legend outside the axes on the right: our curves first, then the paper's."""
     handles, labels = ax.get_legend_handles_labels()
     order = sorted(range(len(labels)), key=lambda i: ("(paper)" in labels[i], i))
@@ -481,7 +668,16 @@ def _legend(ax) -> None:
             fontsize="small",
             loc="upper left",
             bbox_to_anchor=(1.02, 1.0),
+            title=note or None,
+            title_fontsize="x-small",
         )
+
+
+def _band_note(rows) -> str:
+    counts = sorted({r["n"] for r in rows if r["n"]})
+    if counts and max(counts) > 1:
+        return f"mean, {CONFIDENCE:.0%} t band\n(n={'/'.join(map(str, counts))} seeds)"
+    return "n=1: no interval"
 
 
 def fid_vs_mimg_figure(rows, dataset: str, variants, metric: str):
@@ -492,7 +688,7 @@ def fid_vs_mimg_figure(rows, dataset: str, variants, metric: str):
     sampler = f"{rows[0]['sampler']}, NFE {rows[0]['nfe']}" if rows else ""
     _plot_curves(ax, rows, "kimg", 1000, variants, f"{dataset}: {metric} vs training ({sampler})", metric)
     ax.set_xlabel("training images seen (Mimg)")
-    _legend(ax)
+    _legend(ax, _band_note(rows))
     return figure
 
 
@@ -505,8 +701,70 @@ def fid_vs_nfe_figure(rows, dataset: str, variants, metric: str):
     for ax, sampler in zip(axes, samplers, strict=True):
         mine = [r for r in rows if r["sampler"] == sampler]
         _plot_curves(ax, mine, "nfe", 1, variants, f"{dataset}: {sampler}", metric)
+        ax.set_xticks(sorted({r["nfe"] for r in mine}))
         ax.set_xlabel("NFE")
-    _legend(axes[-1])
+    _legend(axes[-1], _band_note(rows))
+    return figure
+
+
+def speedup_figure(rows, dataset: str, metric: str):
+    """Speedup ratios with their bootstrap whiskers; lines at 1 (no gain) and at the paper's claims."""
+    from matplotlib.figure import Figure
+
+    panels = [
+        ("training", [r for r in rows if r["measure"] == "kimg"], paper_results.CLAIMED_TRAINING_SPEEDUP)
+    ]
+    panels += [
+        (
+            f"sampling: {s}",
+            [r for r in rows if r["measure"] == "nfe" and r["sampler"] == s],
+            paper_results.CLAIMED_SAMPLING_SPEEDUP,
+        )
+        for s in sorted({r["sampler"] for r in rows if r["measure"] == "nfe"})
+    ]
+    figure = Figure(figsize=(2.2 + 2.4 * len(panels), 4.0), layout="constrained")
+    axes = figure.subplots(1, len(panels), squeeze=False, sharey=True)[0]
+    for ax, (title, panel, claim) in zip(axes, panels, strict=True):
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.axhline(claim, color="tab:red", linestyle=":", linewidth=1.2, label=f"paper's claim ({claim:g}x)")
+        for i, r in enumerate(panel):
+            color = _style(r["variant"])["color"]
+            if r["speedup"] is None:
+                ax.annotate(
+                    r["status"],
+                    (i, 0.0),
+                    ha="center",
+                    va="bottom",
+                    rotation=90,
+                    fontsize="x-small",
+                    color=color,
+                )
+                continue
+            low = r["ci_low"] if r["ci_low"] is not None else 0.0
+            high = r["ci_high"] if r["ci_high"] is not None else r["speedup"]
+            has_interval = r["not_reached_share"] is not None
+            ax.errorbar(
+                [i],
+                [r["speedup"]],
+                yerr=[[r["speedup"] - low], [high - r["speedup"]]] if has_interval else None,
+                color=color,
+                marker="^" if r["status"] == "reached at first point" else "o",
+                capsize=4,
+            )
+        paper = [(i, r["paper_speedup"]) for i, r in enumerate(panel) if r["paper_speedup"] is not None]
+        if paper:
+            xs, ys = zip(*paper, strict=True)
+            ax.plot(xs, ys, "x", color="dimgray", linestyle="none", label="the paper's tables")
+        ax.set_xticks(range(len(panel)), [r["variant"] for r in panel], rotation=30, fontsize="small")
+        ax.set_xlim(-0.6, max(len(panel), 1) - 0.4)
+        ax.set_title(title, fontsize="medium")
+        ax.grid(True, axis="y", alpha=0.3)
+        ax.legend(fontsize="x-small", loc="upper left")
+    axes[0].set_ylabel(f"speedup ({metric})")
+    axes[0].set_ylim(0.0, 1.25 * max(ax.get_ylim()[1] for ax in axes))
+    intervals = any(r["not_reached_share"] is not None for r in rows)
+    note = f"{CONFIDENCE:.0%} bootstrap interval over training seeds" if intervals else "n=1: no interval"
+    figure.suptitle(f"{dataset}: FDM speedup over its baseline ({note}; ^: lower bound)", fontsize="medium")
     return figure
 
 
@@ -514,13 +772,28 @@ def fid_vs_nfe_figure(rows, dataset: str, variants, metric: str):
 
 
 def _write_figure(path: Path, figure) -> None:
-    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=120))
+    """PNG without the matplotlib version stamp, so that a rerun writes the same bytes."""
+    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=120, metadata={"Software": None}))
 
 
-MIMG_COLUMNS = ("variant", "kimg", "mimg", "sampler", "nfe", "seeds", "mean", "std", "paper")
-NFE_COLUMNS = ("sampler", "variant", "nfe", "kimg", "seeds", "mean", "std", "paper")
+MIMG_COLUMNS = (
+    "variant",
+    "kimg",
+    "mimg",
+    "sampler",
+    "nfe",
+    "seeds",
+    "mean",
+    "std",
+    "ci_low",
+    "ci_high",
+    "n",
+    "paper",
+)
+NFE_COLUMNS = ("sampler", "variant", "nfe", "kimg", "seeds", "mean", "std", "ci_low", "ci_high", "n", "paper")
 SPEEDUP_COLUMNS = (
-    "measure", "variant", "baseline", "sampler", "baseline_at", "target", "reached", "first", "speedup", "status",
+    "measure", "variant", "baseline", "sampler", "baseline_at", "target", "baseline_reached", "reached", "first",
+    "speedup", "ci_low", "ci_high", "not_reached_share", "n_baseline", "n_fdm", "status",
     "paper_reached", "paper_speedup", "paper_status",
 )  # fmt: skip
 
@@ -550,7 +823,7 @@ def write_report(params: Params, runs: str | os.PathLike, out: str | os.PathLike
         mimg = fid_vs_mimg_rows(stats, dataset, variants, main.sampler, main.nfe, paper_mimg)
         nfe = fid_vs_nfe_rows(stats, dataset, variants, params.duration_kimg, paper_nfe)
         speed = speedup_rows(
-            stats, dataset, variants, (main.sampler, main.nfe), params.duration_kimg, paper_mimg, paper_nfe
+            records, dataset, variants, (main.sampler, main.nfe), params.duration_kimg, paper_mimg, paper_nfe
         )
         folder = Path(out) / dataset
         outputs = {
@@ -567,6 +840,7 @@ def write_report(params: Params, runs: str | os.PathLike, out: str | os.PathLike
         for name, figure in (
             ("fid_vs_mimg.png", fid_vs_mimg_figure(mimg, dataset, variants, metric)),
             ("fid_vs_nfe.png", fid_vs_nfe_figure(nfe, dataset, variants, metric)),
+            ("speedup.png", speedup_figure(speed, dataset, metric)),
         ):
             _write_figure(folder / name, figure)
             written.append(folder / name)
