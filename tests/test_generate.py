@@ -235,6 +235,49 @@ def test_evaluate_refuses_stats_of_another_network(tmp_path, snapshots, digits_r
     assert not (tmp_path / "m.json").exists()
 
 
+def test_kept_samples_reproduce_the_evaluation(tmp_path, snapshots, digits_reference):
+    """eval.keep_samples: `fdm evaluate --samples` keeps the images it scored, and `fdm fid` on them gives
+    the evaluation's metrics (up to float32 rounding: the two feed the network differently laid out arrays)."""
+    featnet, stats = digits_reference
+    sampling = ("--snapshot", snapshots[1], "--sampler", "heun", "--nfe", 3, "--seeds", "0-15", "--batch", 6)
+    result = run_fdm(
+        "evaluate", *sampling, "--featnet", featnet, "--stats", stats, "--dest", tmp_path / "evaluate.json",
+        "--samples", tmp_path / "kept.npz",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    result = run_fdm(
+        "fid", "--samples", tmp_path / "kept.npz", "--extractor", "digitsnet", "--featnet", featnet,
+        "--stats", stats, "--dest", tmp_path / "fid.json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    evaluated = json.loads((tmp_path / "evaluate.json").read_text())
+    again = json.loads((tmp_path / "fid.json").read_text())
+    assert evaluated["fid_digitsnet"] > 0
+    for name in ("fid_digitsnet", "kid_digitsnet"):
+        assert evaluated[name] == pytest.approx(again[name], rel=1e-6), name
+    for key in ("sampler", "nfe", "num_steps", "seeds", "snapshot_sha256",
+                "extractor", "mode", "extractor_sha256", "reference", "num_samples"):  # fmt: skip
+        assert evaluated[key] == again[key], key
+    assert "scoring" not in evaluated  # One feature space: its provenance at the top level, as before.
+    kept = load_samples(tmp_path / "kept.npz")
+    assert kept.seeds.tolist() == list(range(16)) and kept.meta["seeds"] == "0-15"
+    assert run_fdm("sample", *sampling, "--dest", tmp_path / "sampled.npz").exit_code == 0
+    np.testing.assert_array_equal(kept.images, load_samples(tmp_path / "sampled.npz").images)
+    np.testing.assert_array_equal(kept.labels, load_samples(tmp_path / "sampled.npz").labels)
+
+
+def test_evaluate_refuses_two_stats_of_one_space_and_stats_outside_the_asked_space(
+    tmp_path, snapshots, digits_reference
+):
+    featnet, stats = digits_reference
+    common = ("evaluate", "--snapshot", snapshots[0], "--steps", 2, "--featnet", featnet)
+    result = run_fdm(*common, "--stats", stats, "--stats", stats, "--dest", tmp_path / "m.json")
+    one_line_error(result, "are both digitsnet statistics")
+    result = run_fdm(*common, "--extractor", "inception", "--stats", stats, "--dest", tmp_path / "m.json")
+    one_line_error(result, "digitsnet/native, not the requested inception/native")
+    assert not (tmp_path / "m.json").exists()
+
+
 @pytest.mark.slow  # Starts two processes under torchrun (gloo on the CPU).
 def test_torchrun_two_processes_give_the_same_sample_file(tmp_path, snapshots):
     fdm_script = Path(sys.executable).parent / "fdm"

@@ -21,7 +21,13 @@ from torch import nn
 from fdm.cli import main
 from fdm.errors import FdmError
 from fdm.generate import Samples, save_samples
-from fdm.metrics.features import INCEPTION_FILE, INCEPTION_URL, build_extractor, fetch_inception
+from fdm.metrics.features import (
+    INCEPTION_FILE,
+    INCEPTION_MODES,
+    INCEPTION_URL,
+    build_extractor,
+    fetch_inception,
+)
 
 
 class StandInLayers(nn.Module):
@@ -203,3 +209,61 @@ def test_fetch_inception_truncated_download_leaves_nothing(tmp_path):
     with serve(tmp_path, TruncatingHandler) as base, pytest.raises(FdmError):
         fetch_inception(tmp_path / "cache", url=f"{base}/{INCEPTION_FILE}", progress=False)
     assert list((tmp_path / "cache").iterdir()) == []
+
+
+# The paper's two modes from one sampling pass ----------------------------------------------------------------
+
+
+def test_two_modes_from_one_sampling_pass(tmp_path, stand_in_dir):
+    """`fdm evaluate` with clean and legacy_tensorflow statistics samples once and embeds every batch in both
+    modes: the features, hence the numbers, of one pass per mode, and the images it keeps."""
+    from test_generate import make_snapshot
+
+    from fdm.generate import embed_samples
+    from fdm.snapshot import load_denoiser
+
+    denoiser, _ = load_denoiser(make_snapshot(tmp_path / "net.safetensors", label_dim=3), "cpu")
+    clean, legacy = (
+        build_extractor("inception", mode, inception_folder=stand_in_dir) for mode in INCEPTION_MODES
+    )
+    seeds = list(range(6))
+    both, _, (kept_seeds, images, labels) = embed_samples(
+        denoiser, seeds, "heun", 2, [clean, legacy], batch_size=4, keep_images=True
+    )
+    for i, extractor in enumerate([clean, legacy]):
+        (alone,), _, none = embed_samples(denoiser, seeds, "heun", 2, [extractor], batch_size=4)
+        np.testing.assert_array_equal(both[i], alone)
+        assert none is None  # No images kept unless asked.
+    assert not np.allclose(both[0], both[1], atol=1e-4)  # The modes resize differently.
+    assert kept_seeds.tolist() == seeds and images.shape == (6, 8, 8, 1) and set(labels) <= {0, 1, 2}
+    np.testing.assert_array_equal(legacy(images[:4]), both[1][:4])
+
+
+@pytest.mark.slow  # Two FIDs in 2048 dimensions (scipy's sqrtm): 10-90 s each on a shared 2-core CPU.
+def test_evaluate_scores_both_modes_into_one_metrics_file(tmp_path, stand_in_dir):
+    from test_generate import make_snapshot
+
+    from fdm.data.archive import Item, write_archive
+
+    images = np.random.default_rng(0).integers(0, 256, size=(24, 8, 8, 1), dtype=np.uint8)
+    write_archive(tmp_path / "set.zip", (Item(str(i), image) for i, image in enumerate(images)))
+    env = {"FDM_INCEPTION_DIR": str(stand_in_dir)}
+    stats = [tmp_path / f"{mode}.npz" for mode in INCEPTION_MODES]
+    for mode, path in zip(INCEPTION_MODES, stats, strict=True):
+        result = run_fdm("ref-stats", "--data", tmp_path / "set.zip", "--mode", mode, "--dest", path, env=env)
+        assert result.exit_code == 0, result.output
+    result = run_fdm(
+        "evaluate", "--snapshot", make_snapshot(tmp_path / "net.safetensors"), "--steps", 2, "--seeds", "0-7",
+        "--stats", stats[0], "--stats", stats[1], "--dest", tmp_path / "metrics.json", env=env,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "metrics.json").read_text())
+    names = [f"{kind}_inception_{mode}" for mode in INCEPTION_MODES for kind in ("fid", "kid")]
+    assert all(record[name] > 0 for name in names)
+    assert record["fid_inception_clean"] != record["fid_inception_legacy_tensorflow"]
+    # Several feature spaces: what each was measured with, under scoring.<space>.
+    assert {space: entry["mode"] for space, entry in record["scoring"].items()} == {
+        "inception_clean": "clean", "inception_legacy_tensorflow": "legacy_tensorflow",
+    }  # fmt: skip
+    assert record["scoring"]["inception_clean"]["reference"]["count"] == 24 and record["num_samples"] == 8
+    assert "extractor" not in record

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -131,6 +132,34 @@ def test_resume_extends_a_run_bitwise_and_keeps_the_warmup_step(reference_run, t
 def test_resume_with_different_settings_is_refused(reference_run, tiny_data):
     with pytest.raises(FdmError, match="different settings.*lr"):
         train(tiny_config(tiny_data, reference_run, lr=1e-3, duration_kimg=0.32))
+
+
+def test_restart_on_change_starts_over_like_a_fresh_run(reference_run, tiny_data, tmp_path):
+    run_dir = tmp_path / "edited"
+    train(tiny_config(tiny_data, run_dir, lr=1e-3, duration_kimg=0.08, snapshot_kimg=()))
+    train(tiny_config(tiny_data, run_dir), restart_on_change=True)
+    assert snapshot_bytes(run_dir) == snapshot_bytes(reference_run)
+    kimgs = [json.loads(line)["kimg"] for line in (run_dir / "train.jsonl").read_text().splitlines()]
+    assert kimgs == pytest.approx([0.016 * i for i in range(1, 11)])
+
+
+def test_restart_on_change_still_resumes_a_run_with_the_same_settings(reference_run, tiny_data, tmp_path):
+    run_dir = tmp_path / "continued"
+    train(tiny_config(tiny_data, run_dir, duration_kimg=0.08, snapshot_kimg=()))
+    train(tiny_config(tiny_data, run_dir), restart_on_change=True)
+    final = "000000.16.safetensors"
+    assert snapshot_bytes(run_dir)[final] == snapshot_bytes(reference_run)[final]
+    assert load_state(run_dir / "state.pt")["step"] == 20
+
+
+def test_record_lists_every_snapshot_digest_once_training_is_complete(reference_run, tiny_data, tmp_path):
+    record = tmp_path / "trained.json"
+    run_dir = train(tiny_config(tiny_data, tmp_path / "recorded"), record=record)
+    digests = json.loads(record.read_text())["snapshots"]
+    assert list(digests) == ["000000.08.safetensors", "000000.16.safetensors"]
+    for name, digest in digests.items():
+        assert digest == hashlib.sha256((run_dir / "snapshots" / name).read_bytes()).hexdigest()
+    assert not list(tmp_path.glob(".trained.json.*"))
 
 
 def _count_lines(path: Path) -> int:

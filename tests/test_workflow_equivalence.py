@@ -63,11 +63,18 @@ def run(args, cwd: Path, timeout: float = 600, check: bool = True) -> subprocess
 
 
 def normalize(command: str) -> str:
-    """A job command as dvc.yaml writes it: no log redirection, no torchrun launcher, one params file."""
+    """A job command as dvc.yaml writes it: no log redirection, one params file (launchers stay)."""
     command = " ".join(command.split())
     command = re.sub(r" > logs/\S+ 2>&1$", "", command)
-    command = re.sub(r'^torchrun --standalone --nproc-per-node \d+ "\$\(command -v fdm\)" ', "fdm ", command)
     return re.sub(r"--params \S+", "--params params.yaml", command)
+
+
+def runs(command: str, job: str) -> bool:
+    """Whether ``command`` starts ``fdm <job>``, directly or under torchrun."""
+    return (
+        re.match(rf'(fdm|torchrun --standalone --nproc-per-node \d+ "\$\(command -v fdm\)") {job} ', command)
+        is not None
+    )
 
 
 def snakemake_jobs(workdir: Path, *args) -> dict[tuple[str, ...], str]:
@@ -118,6 +125,33 @@ def test_snakemake_and_dvc_declare_the_same_jobs(tmp_path, profile):
     evaluations = len(params.variants) * len(params.train_seeds) * len(grid(params)["evaluations"])
     assert sum(cmd.startswith("fdm evaluate ") for cmd in dvc.values()) == evaluations
     assert sum(cmd.startswith("fdm train ") for cmd in dvc.values()) == len(params.models())
+    assert not any(out.endswith("/samples.npz") for outs in dvc for out in outs)  # keep_samples: false
+
+
+def test_torchrun_and_kept_samples_in_both_workflows(tmp_path):
+    """gpus.train: 2 trains under torchrun and eval.keep_samples adds samples.npz, in Snakemake and DVC alike."""
+    data = yaml.safe_load((ROOT / "tests" / "workflow_tiny.yaml").read_text())
+    data["gpus"]["train"], data["eval"]["keep_samples"] = 2, True
+    profile = tmp_path / "profile.yaml"
+    del data["grid"]  # stale now; written out again below
+    profile.write_text(yaml.safe_dump(data))
+    params = load_params(profile)
+    data["grid"] = grid(params)
+    profile.write_text(yaml.safe_dump(data))
+    workdir = workflow_copy(tmp_path / "workflow", profile)
+    snakemake, dvc = snakemake_jobs(workdir), dvc_jobs(workdir)
+    assert_same_jobs(snakemake, dvc)
+    train = [cmd for cmd in dvc.values() if runs(cmd, "train")]
+    assert len(train) == len(params.models())
+    assert all(
+        cmd.startswith('torchrun --standalone --nproc-per-node 2 "$(command -v fdm)" train ') for cmd in train
+    )
+    evaluate = {outs: cmd for outs, cmd in dvc.items() if runs(cmd, "evaluate")}
+    assert len(evaluate) == len(params.models()) * len(data["grid"]["evaluations"])
+    for outs, cmd in evaluate.items():
+        assert cmd.startswith("fdm evaluate ")  # gpus.evaluate: 0
+        (samples,) = [out for out in outs if out.endswith("/samples.npz")]
+        assert cmd.endswith(f"--samples {samples}")
 
 
 @pytest.mark.slow
@@ -135,19 +169,32 @@ def test_paper_grid_without_data(tmp_path):
     assert len(params.models()) == 18
     commands = list(dvc.values())
     assert len(grid(params)["evaluations"]) == 10 + 9 + 9  # 4 snapshots + 6 NFE-study points, less overlaps
-    assert sum(c.startswith("fdm evaluate ") for c in commands) == 6 * 28
-    assert sum(c.startswith("fdm train ") for c in commands) == 18
+    evaluate = [c for c in commands if runs(c, "evaluate")]
+    assert len(evaluate) == 6 * 28
+    assert sum(runs(c, "train") for c in commands) == 18
+    # One sampling pass per evaluation, scored in both Inception modes; one statistics file per mode.
+    for command in evaluate:
+        dataset = re.search(r"--snapshot runs/(\w+)/", command)[1]
+        assert (
+            f"--stats data/stats/{dataset}/inception_clean.npz --stats data/stats/{dataset}/inception_legacy_tensorflow.npz"
+            in command
+        )
+    assert sum(c.startswith("fdm ref-stats ") for c in commands) == 3 * 2
     assert "fdm fetch-inception --dir data/inception" in commands
     assert not any(c.startswith("fdm featnet") for c in commands)
     # `dvc repro --dry` stops at the first missing dataset; `dvc status` lists every stage to run.
     status = json.loads(run([BIN / "dvc", "status", "--json"], workdir).stdout)
     assert sum(name.startswith("evaluate@") for name in status) == 6 * 28
     assert len(status) == len(dvc)
-    # Multi-GPU jobs go through torchrun in Snakemake (gpus: 8 in the paper profile).
+    # Multi-GPU jobs go through torchrun in Snakemake as in DVC (gpus: 8 in the paper profile).
     printed = run(
         [BIN / "snakemake", "-n", "-p", "--cores", "1", "--configfile", "config/paper.yaml"], workdir
     )
     assert 'torchrun --standalone --nproc-per-node 8 "$(command -v fdm)" train --config' in printed.stdout
+    assert all(
+        c.startswith('torchrun --standalone --nproc-per-node 8 "$(command -v fdm)" evaluate ')
+        for c in evaluate
+    )
 
 
 @pytest.mark.parametrize(
@@ -155,6 +202,18 @@ def test_paper_grid_without_data(tmp_path):
 )
 def test_profiles_carry_their_grid(profile):
     check_grid(load_params(ROOT / profile))
+
+
+def test_grid_scores_every_measure_and_names_the_launch():
+    paper, smoke = grid(load_params(ROOT / "config" / "paper.yaml")), grid(load_params(ROOT / "params.yaml"))
+    assert [m["name"] for m in paper["measures"]] == ["inception_clean", "inception_legacy_tensorflow"]
+    assert [m["options"]["mode"] for m in paper["measures"]] == ["clean", "legacy_tensorflow"]
+    assert (
+        paper["launch"]["evaluate"] == 'torchrun --standalone --nproc-per-node 8 "$(command -v fdm)" evaluate'
+    )
+    assert [m["name"] for m in smoke["measures"]] == ["digitsnet"]
+    assert smoke["launch"] == {"train": "fdm train", "evaluate": "fdm evaluate"}
+    assert (smoke["keep_samples"], smoke["discard_samples"]) == ([], [True])
 
 
 def test_stale_grid_is_refused(tmp_path):

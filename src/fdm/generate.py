@@ -7,8 +7,8 @@ depends only on its seed, not on the batch size, the number of processes or wher
 
 Samples go to one ``.npz`` file (uint8 images [N, H, W, C], seeds, labels, provenance) and a grid PNG, not
 to tens of thousands of PNGs. Under ``torchrun`` each rank takes ``seeds[rank::world]`` and rank 0
-gathers and writes. ``evaluate`` samples and scores in one pass without keeping the images, for the
-paper's 50,000-image evaluations.
+gathers and writes. ``evaluate`` samples once and scores in every feature space asked for (the paper's
+two Inception modes) without keeping the images unless asked, for the paper's 50,000-image evaluations.
 """
 
 from __future__ import annotations
@@ -29,9 +29,8 @@ from tqdm import tqdm
 
 from fdm.atomic import atomic_write
 from fdm.errors import FdmError
-from fdm.metrics.cli import extractor_options, open_extractor
-from fdm.metrics.features import file_sha256
-from fdm.metrics.scores import score, write_metrics
+from fdm.metrics.features import DIGITSNET_MODE, EXTRACTORS, INCEPTION_MODES, build_extractor, file_sha256
+from fdm.metrics.scores import measure_name, score, write_metrics
 from fdm.metrics.stats import check_matches, load_stats
 from fdm.sampling import SAMPLERS, nfe, randn, sample, seed_generators, steps_for_nfe
 from fdm.snapshot import load_denoiser
@@ -256,42 +255,69 @@ def save_grid(path: str | os.PathLike, images: np.ndarray, max_images: int = 64)
 # Sample and score in one pass ------------------------------------------------------------------------
 
 
-def evaluate(
+def embed_samples(
     denoiser,
     seeds: Sequence[int],
     sampler: str,
     num_steps: int,
-    extractor,
-    ref,
+    extractors: Sequence,
     batch_size: int = 64,
     progress: bool = False,
     grid_images: int = 64,
+    keep_images: bool = False,
     **sample_options,
 ):
-    """FID and KID of the images of ``seeds`` against ``ref``, without keeping the images.
+    """Sample the images of ``seeds`` once and embed every batch with each of ``extractors``.
 
-    Each rank embeds its shard batch by batch; rank 0 gathers the features, puts them in seed order (so
-    KID's random subsets do not depend on the number of processes) and returns ``(values, grid)``, where
-    ``grid`` holds rank 0's first ``grid_images`` images. Other ranks return None.
+    Each rank embeds its shard batch by batch; rank 0 gathers and returns ``(features, grid, samples)``:
+    one float32 array [N, D] per extractor in seed order (so KID's random subsets do not depend on the
+    number of processes), rank 0's first ``grid_images`` images, and with ``keep_images`` all images as
+    ``(seeds, images, labels)`` in seed order (else None). Other ranks return None.
     """
-    image_shape = (denoiser.img_resolution, denoiser.img_resolution, denoiser.img_channels)
-    check_matches(ref, extractor, image_shape)
     rank, _ = rank_and_world()
     progress = progress and rank == 0
-    shard_seeds, features, grid = [], [], []
-    for batch_seeds, images, _ in generate(
+    parts, grid = [], []
+    for batch_seeds, images, labels in generate(
         denoiser, shard(seeds), sampler, num_steps, batch_size, progress, **sample_options
     ):
-        shard_seeds.append(batch_seeds)
-        features.append(extractor(images))
+        features = [extractor(images) for extractor in extractors]
+        parts.append((batch_seeds, labels, images if keep_images else None, features))
         grid.extend(images[: grid_images - len(grid)])
-    shards = gather((np.concatenate(shard_seeds), np.concatenate(features)))
+    shards = gather(parts)
     if rank != 0:
         return None
+    parts = [part for shard in shards for part in shard]
     order = {seed: i for i, seed in enumerate(seeds)}
-    all_seeds, all_features = (np.concatenate(column) for column in zip(*shards, strict=True))
-    all_features = all_features[np.argsort([order[seed] for seed in all_seeds], kind="stable")]
-    return score(all_features, ref), np.stack(grid)
+    all_seeds = np.concatenate([part[0] for part in parts])
+    index = np.argsort([order[seed] for seed in all_seeds], kind="stable")
+    features = [np.concatenate([part[3][i] for part in parts])[index] for i in range(len(extractors))]
+    samples = None
+    if keep_images:
+        labels, images = (np.concatenate([part[column] for part in parts])[index] for column in (1, 2))
+        samples = (all_seeds[index], images, labels)
+    return features, np.stack(grid), samples
+
+
+def evaluate(
+    denoiser, seeds: Sequence[int], sampler: str, num_steps: int, spaces: Sequence[tuple], **options
+):
+    """FID and KID of the images of ``seeds`` in every feature space of ``spaces``, sampling once.
+
+    ``spaces`` pairs each extractor with the reference statistics of its space (the paper's two Inception
+    modes: two pairs); ``options`` go to ``embed_samples``. Returns ``(values, grid, samples)`` on rank 0,
+    ``values`` holding every space's metrics, and None on other ranks.
+    """
+    image_shape = (denoiser.img_resolution, denoiser.img_resolution, denoiser.img_channels)
+    for extractor, ref in spaces:
+        check_matches(ref, extractor, image_shape)
+    result = embed_samples(denoiser, seeds, sampler, num_steps, [e for e, _ in spaces], **options)
+    if result is None:
+        return None
+    features, grid, samples = result
+    values = {}
+    for space_features, (_, ref) in zip(features, spaces, strict=True):
+        values.update(score(space_features, ref))
+    return values, grid, samples
 
 
 # Command line --------------------------------------------------------------------------------------
@@ -398,33 +424,89 @@ def sample_command(snapshot, sampler, steps, nfe_value, seeds, batch_size, devic
 
 @click.command("evaluate")
 @_sampling_options
-@extractor_options
-@click.option("--stats", required=True, type=click.Path(dir_okay=False), help="Reference statistics (.npz).")
+@click.option(
+    "--stats",
+    required=True,
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help="Reference statistics (.npz); repeat it to score several feature spaces from one sampling pass.",
+)
+@click.option(
+    "--extractor",
+    type=click.Choice(EXTRACTORS),
+    help="Only accept statistics of this extractor [default: the statistics name their own].",
+)
+@click.option(
+    "--mode",
+    type=click.Choice((*INCEPTION_MODES, DIGITSNET_MODE)),
+    help="Only accept statistics of this mode [default: the statistics name their own].",
+)
+@click.option("--featnet", type=click.Path(dir_okay=False), help="Digits feature network (fdm featnet).")
+@click.option(
+    "--inception-dir",
+    type=click.Path(file_okay=False),
+    help="Folder of inception-2015-12-05.pt [default: $FDM_INCEPTION_DIR or ~/.cache/fdm].",
+)
 @click.option("--dest", required=True, type=click.Path(dir_okay=False), help="metrics.json to write.")
+@click.option(
+    "--samples",
+    "samples_path",
+    type=click.Path(dir_okay=False),
+    help="Also keep the images as a sample file (.npz) that `fdm fid` can score again.",
+)
 def evaluate_command(
-    snapshot, sampler, steps, nfe_value, seeds, batch_size, device, grid, extractor, mode, featnet, inception_dir,
-    stats, dest,
+    snapshot, sampler, steps, nfe_value, seeds, batch_size, device, grid, stats, extractor, mode, featnet,
+    inception_dir, dest, samples_path,
 ):  # fmt: skip
-    """Sample and score in one pass, keeping no images: FID and KID into metrics.json.
+    """Sample once and score in every feature space of the --stats files: FID and KID into metrics.json.
+
+    Each statistics file names its extractor and mode; one extractor per file embeds every batch, so the
+    paper's two Inception modes cost one sampling pass. No images are kept unless --samples is given.
 
     \b
     fdm evaluate --snapshot runs/digits/edm/snapshots/000100.safetensors --sampler dpmpp_3s --nfe 10 \\
-        --seeds 0-1999 --extractor digitsnet --featnet data/digitsnet.pt \\
-        --stats data/digits.digitsnet.stats.npz --dest metrics.json --grid grid.png
+        --seeds 0-1999 --featnet data/digitsnet.pt \\
+        --stats data/stats/digits/digitsnet.npz --dest metrics.json --grid grid.png
+    fdm evaluate --snapshot runs/cifar10/edm/snapshots/200000.safetensors --nfe 35 --seeds 0-49999 \\
+        --inception-dir data/inception --stats data/stats/cifar10/inception_clean.npz \\
+        --stats data/stats/cifar10/inception_legacy_tensorflow.npz --dest metrics.json
     """
-    ref = load_stats(stats)
+    refs = [load_stats(path) for path in stats]
+    check_spaces(refs, stats, extractor, mode)
     seed_list = parse_seeds(seeds)
     with processes(device) as device:
-        feature_extractor = open_extractor(extractor, mode, device, featnet, inception_dir)
+        spaces = [
+            (build_extractor(ref.extractor, ref.mode, device, featnet, inception_dir), ref) for ref in refs
+        ]
         denoiser, provenance = _load(snapshot, device, sampler, steps, nfe_value)
         result = evaluate(
-            denoiser, seed_list, sampler, provenance["num_steps"], feature_extractor, ref,
-            batch_size=batch_size, progress=True,
+            denoiser, seed_list, sampler, provenance["num_steps"], spaces,
+            batch_size=batch_size, progress=True, keep_images=samples_path is not None,
         )  # fmt: skip
     if result is None:
         return
-    values, grid_images = result
-    write_metrics(dest, values, ref, len(seed_list), seeds=format_seeds(seed_list), **provenance)
+    values, grid_images, kept = result
+    provenance = {**provenance, "seeds": format_seeds(seed_list)}
+    if kept is not None:
+        save_samples(samples_path, Samples(kept[1], kept[0], kept[2], provenance))
+    write_metrics(dest, values, refs, len(seed_list), **provenance)
     if grid:
         save_grid(grid, grid_images)
     click.echo(" ".join(f"{name}={value:.6g}" for name, value in values.items()))
+
+
+def check_spaces(refs, paths: Sequence[str], extractor: str | None, mode: str | None) -> None:
+    """Refuse two statistics files of one feature space, or any outside --extractor/--mode when given."""
+    seen = {}
+    for ref, path in zip(refs, paths, strict=True):
+        space = measure_name(ref.extractor, ref.mode)
+        if space in seen:
+            raise FdmError(
+                f"{seen[space]} and {path} are both {space} statistics; give one per feature space"
+            )
+        seen[space] = path
+        if (extractor or ref.extractor, mode or ref.mode) != (ref.extractor, ref.mode):
+            raise FdmError(
+                f"reference statistics {path} were computed with {ref.extractor}/{ref.mode}, "
+                f"not the requested {extractor or ref.extractor}/{mode or ref.mode}"
+            )

@@ -24,6 +24,7 @@ from fdm.errors import FdmError
 INCEPTION_DIR = "data/inception"
 INCEPTION_FILE = "inception-2015-12-05.pt"
 FEATNET = "data/digitsnet.pt"
+SAMPLES = "samples.npz"  # The kept images of an evaluation (eval.keep_samples), beside its metrics.json.
 
 
 def snapshot_name(kimg: int) -> str:
@@ -31,15 +32,40 @@ def snapshot_name(kimg: int) -> str:
     return f"{int(kimg):06d}.safetensors"
 
 
-def scoring_space(params: Params) -> tuple[str, str | None]:
-    """(extractor, mode) of the report metric: the feature space every evaluation is scored in.
+def measures(params: Params) -> list[str]:
+    """Every feature space an evaluation scores in: ``eval.extractors``, Inception once per ``eval.modes``.
 
-    ``fdm evaluate`` scores one feature space per call, so the workflow scores the one the report reads.
+    Named as stats files and metrics are (``fdm.metrics.scores.measure_name``): ``digitsnet``,
+    ``inception_clean``, ``inception_legacy_tensorflow``. One sampling pass scores them all.
     """
-    space = params.report.metric.split("_", 1)[1]  # fid_digitsnet -> digitsnet
-    if space == "digitsnet":
-        return "digitsnet", None
-    return "inception", space.removeprefix("inception_")
+    names = []
+    for extractor in params.eval.extractors:
+        names += (
+            [f"inception_{mode}" for mode in params.eval.modes] if extractor == "inception" else [extractor]
+        )
+    return names
+
+
+def stats_path(dataset: str, measure: str) -> str:
+    """Reference statistics of ``dataset`` in feature space ``measure``: one folder per dataset, which
+    an evaluation depends on as a whole (DVC cannot list a variable number of files)."""
+    return f"data/stats/{dataset}/{measure}.npz"
+
+
+def ref_stats_job(measure: str) -> dict:
+    """The network file `fdm ref-stats` reads for ``measure`` and its options, as DVC unpacks a dict."""
+    if measure == "digitsnet":
+        return {"network": FEATNET, "options": {"extractor": "digitsnet", "featnet": FEATNET}}
+    mode = measure.removeprefix("inception_")
+    options = {"extractor": "inception", "mode": mode, "inception-dir": INCEPTION_DIR}
+    return {"network": f"{INCEPTION_DIR}/{INCEPTION_FILE}", "options": options}
+
+
+def launcher(gpus: int, command: str) -> str:
+    """``fdm <command>``, or the same under torchrun with one process per GPU when a job has several."""
+    if gpus > 1:
+        return f'torchrun --standalone --nproc-per-node {gpus} "$(command -v fdm)" {command}'
+    return f"fdm {command}"
 
 
 def featnet_dataset(params: Params) -> str:
@@ -47,25 +73,36 @@ def featnet_dataset(params: Params) -> str:
     for name, dataset in params.datasets.items():
         if dataset.source == "digits":
             return name
-    raise FdmError(f"{params.path}: report.metric {params.report.metric} needs a dataset with source: digits")
+    raise FdmError(f"{params.path}: eval.extractors: digitsnet needs a dataset with source: digits")
 
 
 def grid(params: Params) -> dict:
-    """The profile's jobs as the flat lists and strings ``dvc.yaml`` iterates (the ``grid`` key)."""
-    extractor, mode = scoring_space(params)
-    if extractor == "digitsnet":
-        network = FEATNET
-        options = {"extractor": "digitsnet", "featnet": FEATNET}
-    else:
-        network = f"{INCEPTION_DIR}/{INCEPTION_FILE}"
-        options = {"extractor": "inception", "mode": mode, "inception-dir": INCEPTION_DIR}
+    """The profile's jobs as the flat lists and strings ``dvc.yaml`` iterates (the ``grid`` key).
+
+    ``launch``: how train and evaluate start (torchrun for several GPUs), the same in both workflows.
+    ``keep_samples``/``discard_samples``: one of them is empty, so dvc.yaml's ``evaluate_keep`` stages
+    (with samples.npz as an output) or its ``evaluate`` stages exist, as ``eval.keep_samples`` says.
+    """
+    names = measures(params)
+    extractors = params.eval.extractors
+    scoring = {}
+    if "digitsnet" in extractors:
+        scoring["featnet"] = FEATNET
+    if "inception" in extractors:
+        scoring["inception-dir"] = INCEPTION_DIR
+    keep = params.eval.keep_samples
     return {
-        "featnet": [featnet_dataset(params)] if extractor == "digitsnet" else [],
-        "inception": [INCEPTION_DIR] if extractor == "inception" else [],
-        "measure": extractor if mode is None else f"{extractor}_{mode}",
-        "network": network,
-        "scoring": options,
+        "featnet": [featnet_dataset(params)] if "digitsnet" in extractors else [],
+        "inception": [INCEPTION_DIR] if "inception" in extractors else [],
+        "measures": [{"name": name, **ref_stats_job(name)} for name in names],
+        "scoring": scoring,
         "seeds": f"0-{params.eval.num_samples - 1}",
+        "launch": {
+            "train": launcher(params.gpus.train, "train"),
+            "evaluate": launcher(params.gpus.evaluate, "evaluate"),
+        },
+        "keep_samples": [SAMPLES] if keep else [],
+        "discard_samples": [] if keep else [True],
         "evaluations": [
             {
                 "dataset": dataset,
@@ -73,11 +110,17 @@ def grid(params: Params) -> dict:
                 "nfe": nfe,
                 "kimg": kimg,
                 "snapshot": snapshot_name(kimg),
+                "stats": stats_options(dataset, names),
             }
             for dataset in params.datasets
             for kimg, sampler, nfe in params.eval_points(dataset)
         ],
     }
+
+
+def stats_options(dataset: str, names: list[str]) -> str:
+    """``--stats FILE`` per feature space: what `fdm evaluate` scores an evaluation of ``dataset`` against."""
+    return " ".join(f"--stats {stats_path(dataset, name)}" for name in names)
 
 
 def grid_yaml(params: Params) -> str:

@@ -13,7 +13,14 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from fdm.errors import FdmError
-from fdm.jobs import check_grid, featnet_dataset, grid, snapshot_name
+from fdm.jobs import (
+    SAMPLES,
+    check_grid,
+    featnet_dataset,
+    grid,
+    snapshot_name,
+    stats_path,
+)
 from fdm.config import load_params
 
 
@@ -39,7 +46,8 @@ try:
     GRID = grid(PARAMS)
 except FdmError as err:
     raise WorkflowError(str(err)) from None
-MEASURE = GRID["measure"]
+MEASURES = {measure["name"]: measure for measure in GRID["measures"]}
+KEEP_SAMPLES = bool(GRID["keep_samples"])
 
 
 wildcard_constraints:
@@ -49,22 +57,15 @@ wildcard_constraints:
     kimg=r"\d+",
     sampler="heun|euler|dpmpp_3s|dpmpp_2m",
     nfe=r"\d+",
-    measure="digitsnet|inception_clean|inception_legacy_tensorflow",
+    measure="|".join(MEASURES),
 
 
 RUN = "runs/{dataset}/{variant}/s{train_seed}"
 
 
 def snapshot(wildcards, input):
-    """The snapshot file an evaluation samples from, in the run's snapshots folder."""
-    return f"{input.snapshots}/{snapshot_name(wildcards.kimg)}"
-
-
-def launcher(gpus, command):
-    """`fdm <command>`, or the same under torchrun with one process per GPU when a job has several."""
-    if gpus > 1:
-        return f'torchrun --standalone --nproc-per-node {gpus} "$(command -v fdm)" {command}'
-    return f"fdm {command}"
+    """The snapshot file an evaluation samples from, in the snapshots folder beside the run's record."""
+    return f"{os.path.dirname(input.trained)}/snapshots/{snapshot_name(wildcards.kimg)}"
 
 
 def train_settings(wildcards):
@@ -86,9 +87,31 @@ def dataset_entry(wildcards):
     return [d.source, d.raw, d.resolution, d.channels, d.cond]
 
 
-def scoring_options():
-    """The feature-space options of fdm ref-stats / evaluate / fid, as dvc.yaml unpacks grid.scoring."""
-    return " ".join(f"--{key} {value}" for key, value in GRID["scoring"].items())
+def unpack(options):
+    """A dict of options as DVC unpacks it in a command: `--key value` each."""
+    return " ".join(f"--{key} {value}" for key, value in options.items())
+
+
+def stats_files(wildcards):
+    """The reference statistics of the dataset in every feature space of the profile."""
+    return [stats_path(wildcards.dataset, measure) for measure in MEASURES]
+
+
+def stats_options(wildcards, input):
+    """`--stats FILE` per feature space, as grid.evaluations[].stats writes them for DVC."""
+    return " ".join(f"--stats {path}" for path in input.stats)
+
+
+def samples_option(wildcards, output):
+    """`--samples FILE` when the profile keeps the images, else nothing."""
+    return f"--samples {output.samples}" if KEEP_SAMPLES else ""
+
+
+def samples_output():
+    """samples.npz beside metrics.json when the profile keeps the images (eval.keep_samples)."""
+    if KEEP_SAMPLES:
+        return {"samples": f"{RUN}/eval/{{kimg}}/{{sampler}}-{{nfe}}/{SAMPLES}"}
+    return {}
 
 
 def evaluations():

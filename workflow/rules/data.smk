@@ -43,19 +43,18 @@ rule fetch_inception:
         "fdm fetch-inception --dir data/inception > {log} 2>&1"
 
 
+# One statistics file per (dataset, feature space); an evaluation reads all of its dataset's.
 rule ref_stats:
     input:
         data="data/{dataset}.zip",
-        network=GRID["network"],
+        network=lambda wildcards: MEASURES[wildcards.measure]["network"],
     output:
-        "data/{dataset}.{measure}.stats.npz",
+        "data/stats/{dataset}/{measure}.npz",
     log:
         "logs/ref_stats/{dataset}.{measure}.log",
-    wildcard_constraints:
-        measure=MEASURE,
     conda:
         "../../environment.yml"
     params:
-        scoring=scoring_options(),
+        options=lambda wildcards: unpack(MEASURES[wildcards.measure]["options"]),
     shell:
-        "fdm ref-stats --data {input.data} --dest {output} {params.scoring} > {log} 2>&1"
+        "fdm ref-stats --data {input.data} --dest {output} {params.options} > {log} 2>&1"

@@ -1,13 +1,14 @@
-# Evaluation: sample a snapshot and score it in one pass (no images kept), one job per
-# (model, kimg, sampler, NFE).
+# Evaluation: sample a snapshot once and score it in every feature space of the profile (the paper's
+# two Inception modes), one job per (model, kimg, sampler, NFE). The images are kept as samples.npz
+# only when the profile sets eval.keep_samples.
 
 
 rule evaluate:
     input:
-        snapshots="runs/{dataset}/{variant}/s{train_seed}/snapshots",
-        stats=f"data/{{dataset}}.{MEASURE}.stats.npz",
-        network=GRID["network"],
+        trained="runs/{dataset}/{variant}/s{train_seed}/trained.json",
+        stats=stats_files,
     output:
+        **samples_output(),
         metrics="runs/{dataset}/{variant}/s{train_seed}/eval/{kimg}/{sampler}-{nfe}/metrics.json",
         grid="runs/{dataset}/{variant}/s{train_seed}/eval/{kimg}/{sampler}-{nfe}/grid.png",
     log:
@@ -17,12 +18,14 @@ rule evaluate:
     resources:
         gpu=PARAMS.gpus.evaluate,
     params:
-        launch=launcher(PARAMS.gpus.evaluate, "evaluate"),
+        launch=GRID["launch"]["evaluate"],
         snapshot=snapshot,
         seeds=GRID["seeds"],
         batch=PARAMS.eval.batch,
-        scoring=scoring_options(),
+        scoring=unpack(GRID["scoring"]),
+        stats=stats_options,
+        samples=samples_option,
     shell:
         "{params.launch} --snapshot {params.snapshot} --sampler {wildcards.sampler} --nfe {wildcards.nfe}"
-        " --seeds {params.seeds} --batch {params.batch} {params.scoring} --stats {input.stats}"
-        " --dest {output.metrics} --grid {output.grid} > {log} 2>&1"
+        " --seeds {params.seeds} --batch {params.batch} {params.scoring} {params.stats}"
+        " --dest {output.metrics} --grid {output.grid} {params.samples} > {log} 2>&1"

@@ -17,14 +17,16 @@ rule train_config:
         " --train-seed {wildcards.train_seed} --dest {output} > {log} 2>&1"
 
 
+# The job's output is the run's record (snapshot digests), written once training is complete: the
+# snapshots, state.pt and train.jsonl are not declared, so that Snakemake never deletes them and a
+# killed job's rerun resumes from state.pt; an edited train.json starts the run over
+# (--restart-on-change).
 rule train:
     input:
         config="runs/{dataset}/{variant}/s{train_seed}/train.json",
         data="data/{dataset}.zip",
     output:
-        snapshots=directory("runs/{dataset}/{variant}/s{train_seed}/snapshots"),
-        state="runs/{dataset}/{variant}/s{train_seed}/state.pt",
-        log="runs/{dataset}/{variant}/s{train_seed}/train.jsonl",
+        record="runs/{dataset}/{variant}/s{train_seed}/trained.json",
     log:
         "logs/train/{dataset}-{variant}-s{train_seed}.log",
     conda:
@@ -32,7 +34,8 @@ rule train:
     resources:
         gpu=PARAMS.gpus.train,
     params:
-        launch=launcher(PARAMS.gpus.train, "train"),
-        outdir=lambda wildcards, output: os.path.dirname(output.state),
+        launch=GRID["launch"]["train"],
+        outdir=lambda wildcards, output: os.path.dirname(output.record),
     shell:
-        "{params.launch} --config {input.config} --data {input.data} --outdir {params.outdir} > {log} 2>&1"
+        "{params.launch} --config {input.config} --data {input.data} --outdir {params.outdir}"
+        " --restart-on-change --record {output.record} > {log} 2>&1"

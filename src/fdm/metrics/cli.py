@@ -148,5 +148,5 @@ def fid_command(samples, stats, dest, extractor, mode, featnet, inception_dir, b
     check_matches(ref, feature_extractor, generated.images.shape[1:])
     features = embed(feature_extractor, generated.images, batch_size=batch_size, progress=True)
     values = score(features, ref)
-    write_metrics(dest, values, ref, len(generated.images), samples=str(samples), **generated.meta)
+    write_metrics(dest, values, [ref], len(generated.images), samples=str(samples), **generated.meta)
     click.echo(" ".join(f"{name}={value:.6g}" for name, value in values.items()))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +23,15 @@ from fdm.metrics.features import DIGITSNET_MODE
 from fdm.metrics.stats import ReferenceStats, feature_moments
 
 
+def measure_name(extractor: str, mode: str) -> str:
+    """A feature space's name: the extractor, plus the mode unless the extractor has only one
+    (``digitsnet``, ``inception_clean``); stats files and metric names carry it."""
+    return extractor if mode == DIGITSNET_MODE else f"{extractor}_{mode}"
+
+
 def metric_name(kind: str, extractor: str, mode: str) -> str:
-    """``fid``/``kid`` + extractor (+ mode unless the extractor has only one)."""
-    return f"{kind}_{extractor}" if mode == DIGITSNET_MODE else f"{kind}_{extractor}_{mode}"
+    """``fid``/``kid`` + the feature space: ``fid_inception_legacy_tensorflow``, ``kid_digitsnet``."""
+    return f"{kind}_{measure_name(extractor, mode)}"
 
 
 def fid(features: np.ndarray, mu_ref: np.ndarray, sigma_ref: np.ndarray) -> float:
@@ -59,21 +66,36 @@ def score(features: np.ndarray, ref: ReferenceStats) -> dict[str, float]:
     }
 
 
-def write_metrics(
-    path: str | os.PathLike, values: dict[str, float], ref: ReferenceStats, num_samples: int, **provenance
-) -> dict:
-    """Write ``metrics.json`` atomically and return its record: the values at the top level, by metric name
-    (as ``fdm report`` and ``dvc metrics`` read them), then what they were measured with and ``provenance``
-    (sampler, num_steps, nfe, seeds, snapshot, snapshot_sha256 ...)."""
-    record = {
-        **values,
-        "num_samples": int(num_samples),
+def scored_with(ref: ReferenceStats) -> dict:
+    """What the metrics of one feature space were measured with: extractor, mode, network, reference."""
+    return {
         "extractor": ref.extractor,
         "mode": ref.mode,
         "extractor_sha256": ref.extractor_sha256,
         "reference": {"dataset": ref.dataset, "dataset_sha256": ref.dataset_sha256, "count": ref.count},
-        **provenance,
     }
+
+
+def write_metrics(
+    path: str | os.PathLike,
+    values: dict[str, float],
+    refs: Sequence[ReferenceStats],
+    num_samples: int,
+    **provenance,
+) -> dict:
+    """Write ``metrics.json`` atomically and return its record: the values at the top level, by metric name
+    (as ``fdm report`` and ``dvc metrics`` read them), then what they were measured with and ``provenance``
+    (sampler, num_steps, nfe, seeds, snapshot, snapshot_sha256 ...).
+
+    One feature space (one statistics file in ``refs``): its extractor, mode, extractor_sha256 and reference
+    at the top level. Several (the paper's two Inception modes): the same four per space under
+    ``scoring.<space>`` (``scoring.inception_clean.mode``).
+    """
+    if len(refs) == 1:
+        measured = scored_with(refs[0])
+    else:
+        measured = {"scoring": {measure_name(ref.extractor, ref.mode): scored_with(ref) for ref in refs}}
+    record = {**values, "num_samples": int(num_samples), **measured, **provenance}
     text = json.dumps(record, indent=2, sort_keys=True) + "\n"
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
     return record

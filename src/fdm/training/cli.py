@@ -87,8 +87,19 @@ def _with_options(command):
 )
 @click.option("--fdm-multiplier", type=float, default=None, help="FDM momentum multiplier m.")
 @click.option("--fdm-warmup", type=int, default=None, help="FDM loss-weight cap warmup, optimizer steps.")
+@click.option(
+    "--restart-on-change",
+    is_flag=True,
+    help="Start over (deleting the old snapshots) where OUTDIR holds a run with other settings.",
+)
+@click.option(
+    "--record",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="JSON file of the snapshots' SHA-256 digests, written when training is complete.",
+)
 @_with_options
-def train_command(config_file, fdm_multiplier, fdm_warmup, **options) -> None:
+def train_command(config_file, fdm_multiplier, fdm_warmup, restart_on_change, record, **options) -> None:
     """Train one model (or resume it from OUTDIR/state.pt); snapshots go to OUTDIR/snapshots/."""
     from fdm.training import TrainConfig, train
 
@@ -114,7 +125,7 @@ def train_command(config_file, fdm_multiplier, fdm_warmup, **options) -> None:
     overrides = {key: value for key, value in overrides.items() if value is not None}
     if overrides:
         values["formulation_options"] = {**values.get("formulation_options", {}), **overrides}
-    outdir = train(TrainConfig.from_dict(values))
+    outdir = train(TrainConfig.from_dict(values), restart_on_change=restart_on_change, record=record)
     if os.environ.get("RANK", "0") == "0":
         click.echo(f"trained {outdir}", err=True)
 

@@ -28,9 +28,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import json
 import math
+import os
 import resource
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -39,6 +42,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from fdm.atomic import atomic_write_text
 from fdm.errors import FdmError
 from fdm.seeding import derive_seed, generator
 from fdm.training.augment import AUGMENT_DIM, augment, draw_augment_params
@@ -416,13 +420,52 @@ class _Run:
             tracker.close(status)
 
 
-def train(cfg: TrainConfig) -> Path:
+def discard_stale_run(cfg: TrainConfig) -> list[str]:
+    """Delete the run in ``cfg.outdir`` if its state.pt was written with other settings; returns them.
+
+    A pipeline reruns a training job both after a kill (same settings: resume) and after its settings
+    were edited (start over); this tells the two apart. Settings that may change on resume
+    (``RESUMABLE_CHANGES``, e.g. a longer ``duration_kimg``) do not count.
+    """
+    run_dir = Path(cfg.outdir)
+    state_path = run_dir / STATE_FILE
+    if not state_path.is_file():
+        return []
+    differ = cfg.resume_mismatch(load_state(state_path)["config"])
+    if differ:
+        shutil.rmtree(run_dir / SNAPSHOT_DIR, ignore_errors=True)
+        (run_dir / LOG_FILE).unlink(missing_ok=True)
+        state_path.unlink()
+    return differ
+
+
+def snapshot_record(run_dir: Path) -> dict:
+    """A finished run's record: every snapshot's file name and SHA-256, in kimg order."""
+    digests = {}
+    for path in sorted((run_dir / SNAPSHOT_DIR).glob("*.safetensors")):
+        with open(path, "rb") as f:
+            digests[path.name] = hashlib.file_digest(f, "sha256").hexdigest()
+    return {"run": str(run_dir), "snapshots": digests}
+
+
+def train(cfg: TrainConfig, restart_on_change: bool = False, record: str | os.PathLike | None = None) -> Path:
     """Train (or resume) the run ``cfg`` describes; returns the run folder.
 
     Writes ``<outdir>/snapshots/<kimg>.safetensors`` at each milestone, ``<outdir>/state.pt`` for
     resume and ``<outdir>/train.jsonl`` with one line per tick. Under ``torchrun`` every process
-    calls this; only rank 0 writes files.
+    calls this; only rank 0 writes files. ``restart_on_change`` starts over where the saved run has
+    other settings (instead of refusing); ``record`` names a JSON file written once training is
+    complete (``snapshot_record``): workflows declare it as the job's output, so that a killed job's
+    rerun resumes from state.pt instead of the workflow tool deleting the run folder.
     """
+    is_main = os.environ.get("RANK", "0") == "0"
+    if restart_on_change and is_main:  # before init_world: the other ranks wait there until rank 0 is done
+        differ = discard_stale_run(cfg)
+        if differ:
+            print(
+                f"{cfg.outdir}: settings changed ({', '.join(differ)}); training from scratch",
+                file=sys.stderr,
+            )
     configure_numerics(cfg.deterministic, cfg.tf32)
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
@@ -431,4 +474,6 @@ def train(cfg: TrainConfig) -> Path:
         _Run(cfg, world).run()
     finally:
         close_world(world)
+    if record is not None and is_main:
+        atomic_write_text(record, json.dumps(snapshot_record(Path(cfg.outdir)), indent=2) + "\n")
     return Path(cfg.outdir)
