@@ -21,9 +21,11 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 
 
+# Light jobs, and the one download (compute nodes often have no internet), run where snakemake runs.
 localrules:
     all,
     train_config,
+    fetch_inception,
     report,
     track,
 

@@ -60,8 +60,9 @@ def slurm_conf(root: Path, node: str, cpus: int, memory_mb: int, gpus: int) -> s
 
     ``config_overrides`` makes the node advertise ``cpus``, ``memory_mb`` and ``gpus`` whatever the
     machine has, so the profile's real requests (--mem, --cpus-per-gpu, --gpus) schedule; without
-    cgroups nothing enforces them. The GPUs are a count only (gres.conf names no device files). MinJobAge stays far above 3x the test's --slurm-init-seconds-before-status-checks, or the
-    plugin goes back to sacct, which fails without accounting.
+    cgroups nothing enforces them. The GPUs are empty files named in gres.conf. MinJobAge stays far
+    above 3x the test's --slurm-init-seconds-before-status-checks (or the plugin goes back to sacct,
+    which fails without accounting) and above the test's length, which lists every job at its end.
     """
     settings = {
         "ClusterName": "fdmtest",
@@ -93,7 +94,7 @@ def slurm_conf(root: Path, node: str, cpus: int, memory_mb: int, gpus: int) -> s
         "SlurmctldTimeout": 30,
         "SlurmdTimeout": 30,
         "InactiveLimit": 0,
-        "MinJobAge": 300,
+        "MinJobAge": 3600,  # the test lists every job of both runs at the end
         "GresTypes": "gpu",
         "KillWait": 5,
         "Waittime": 0,
