@@ -622,7 +622,13 @@ def _log_scale(ax, values) -> None:
 
 
 def _plot_curves(ax, rows, x_key: str, x_scale: float, variants, title: str, metric: str) -> None:
-    """Per variant: the mean line with its 95% interval as a band; the paper's values dotted."""
+    """Per variant: the mean line with its 95% interval as a band; the paper's values dotted.
+
+    The y axis is logarithmic when every mean is positive; a band's lower end below half the smallest
+    mean (a t interval of few seeds can reach below zero) is drawn at that floor (the CSV keeps it).
+    """
+    means = [r[k] for r in rows for k in ("mean", "paper") if r[k] is not None]
+    floor = 0.5 * min(means) if means and min(means) > 0 else -math.inf
     for variant in variants:
         mine = [r for r in rows if r["variant"] == variant and r["mean"] is not None]
         paper = [r for r in rows if r["variant"] == variant and r["paper"] is not None]
@@ -634,7 +640,7 @@ def _plot_curves(ax, rows, x_key: str, x_scale: float, variants, title: str, met
             if band:
                 ax.fill_between(
                     [r[x_key] / x_scale for r in band],
-                    [r["ci_low"] for r in band],
+                    [max(r["ci_low"], floor) for r in band],
                     [r["ci_high"] for r in band],
                     color=style["color"],
                     alpha=0.12 if style["linestyle"] == "-" else 0.2,
@@ -651,7 +657,7 @@ def _plot_curves(ax, rows, x_key: str, x_scale: float, variants, title: str, met
                 linestyle=":",
                 alpha=0.6,
             )
-    _log_scale(ax, [r[k] for r in rows for k in ("mean", "ci_low", "paper") if r[k] is not None])
+    _log_scale(ax, means)
     ax.set_title(title)
     ax.set_ylabel(metric)
     ax.grid(True, alpha=0.3)
