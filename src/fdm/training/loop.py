@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import json
 import math
 import os
@@ -441,11 +440,10 @@ def discard_stale_run(cfg: TrainConfig) -> list[str]:
 
 def snapshot_record(run_dir: Path) -> dict:
     """A finished run's record: every snapshot's file name and SHA-256, in kimg order."""
-    digests = {}
-    for path in sorted((run_dir / SNAPSHOT_DIR).glob("*.safetensors")):
-        with open(path, "rb") as f:
-            digests[path.name] = hashlib.file_digest(f, "sha256").hexdigest()
-    return {"run": str(run_dir), "snapshots": digests}
+    from fdm.metrics.features import file_sha256
+
+    paths = sorted((run_dir / SNAPSHOT_DIR).glob("*.safetensors"))
+    return {"run": str(run_dir), "snapshots": {path.name: file_sha256(path) for path in paths}}
 
 
 def train(cfg: TrainConfig, restart_on_change: bool = False, record: str | os.PathLike | None = None) -> Path:
