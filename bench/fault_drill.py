@@ -11,6 +11,8 @@ Kill points (each is detected from the jobs' shell commands in the process table
 
 - ``ref_stats``: a ``ref_stats`` job (FID reference statistics) is running;
 - ``train``: a ``train`` job is running and has written its first tick to ``train.jsonl``;
+- ``train_resume``: a ``train`` job is running and has saved its first ``state.pt``: the rerun must
+  resume it from there (its log's bar reads "resumed"), not start over;
 - ``evaluate_sampling``: an ``evaluate`` job's progress bar has started and is below 100%;
 - ``evaluate_scoring``: an ``evaluate`` job's sampling bar reached 100% and the job is still running
   (embedding, FID/KID, writing): a short window, recorded as "missed" when the job ends first.
@@ -19,7 +21,8 @@ Checks after each rerun, with the reference (the "identical" column is the first
 
 1. every ``metrics.json`` and every ``snapshots/*.safetensors`` is byte-identical to the reference's;
 2. the files under data/, runs/ and reports/ are the same set as the reference's (no stray or missing
-   file), and any other file whose bytes differ is listed (some hold a random id or timings);
+   file; Snakemake's ``.snakemake_timestamp`` markers are left out, so that a DVC-made reference
+   compares), and any other file whose bytes differ is listed (some hold a random id or timings);
 3. no ``.*.tmp`` file of ``fdm.atomic`` is left anywhere in the project, and ``.snakemake/incomplete``
    is empty;
 4. ``snakemake --dry-run`` has nothing left to do.
@@ -46,6 +49,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 OUTPUT_DIRS = ("data", "runs", "reports")
+TOOL_MARKERS = {".snakemake_timestamp"}  # Snakemake's mark in a directory output; DVC makes none
 JOB_LOG = re.compile(r"> (logs/(\S+?)\.log) 2>&1")
 POLL_S = 0.1
 
@@ -107,11 +111,21 @@ def _text(path: Path) -> str:
         return ""
 
 
-def _train_ticked(job: Job, workdir: Path) -> bool:
-    """A train job's run has logged its first tick (``runs/<dataset>/<variant>/s<seed>/train.jsonl``)."""
+def _run_dir(job: Job, workdir: Path) -> Path:
+    """A train job's run folder: ``digits-edm-s0`` -> ``runs/digits/edm/s0``."""
     dataset, variant, seed = job.name.split("-")
-    jsonl = workdir / "runs" / dataset / variant / seed / "train.jsonl"
+    return workdir / "runs" / dataset / variant / seed
+
+
+def _train_ticked(job: Job, workdir: Path) -> bool:
+    """A train job's run has logged its first tick (``train.jsonl``)."""
+    jsonl = _run_dir(job, workdir) / "train.jsonl"
     return jsonl.is_file() and jsonl.stat().st_size > 0
+
+
+def _train_saved_state(job: Job, workdir: Path) -> bool:
+    """A train job's run has saved its training state (``state.pt``), so a rerun can resume it."""
+    return (_run_dir(job, workdir) / "state.pt").is_file()
 
 
 def _sampling(job: Job, workdir: Path, done: bool) -> bool:
@@ -124,6 +138,7 @@ def _sampling(job: Job, workdir: Path, done: bool) -> bool:
 POINTS = {
     "ref_stats": lambda job, workdir: job.rule == "ref_stats",
     "train": lambda job, workdir: job.rule == "train" and _train_ticked(job, workdir),
+    "train_resume": lambda job, workdir: job.rule == "train" and _train_saved_state(job, workdir),
     "evaluate_sampling": lambda job, workdir: job.rule == "evaluate" and _sampling(job, workdir, False),
     "evaluate_scoring": lambda job, workdir: job.rule == "evaluate" and _sampling(job, workdir, True),
 }
@@ -232,7 +247,7 @@ def output_files(workdir: Path) -> dict[str, Path]:
         str(path.relative_to(workdir)): path
         for name in OUTPUT_DIRS
         for path in sorted((workdir / name).rglob("*"))
-        if path.is_file()
+        if path.is_file() and path.name not in TOOL_MARKERS
     }
 
 
@@ -268,6 +283,15 @@ def compare(workdir: Path, reference: Path) -> Comparison:
     return result
 
 
+RESUMED_BAR = re.compile(r"resumed:\s+\d+%\|[^|]*\|\s*([\d.]+k?)/")
+
+
+def resumed_from(job: Job, workdir: Path) -> str | None:
+    """Where a rerun train job resumed (its bar's first count, e.g. "5.00k" images), None if it started over."""
+    match = RESUMED_BAR.search(_text(workdir / job.log))
+    return match[1] if match else None
+
+
 def nothing_to_do(clone: Clone) -> bool:
     status, _ = clone.run("--dry-run", log_name="drill-dryrun.log")
     return status == 0 and "Nothing to be done" in _text(clone.path / "drill-dryrun.log")
@@ -281,6 +305,8 @@ class Outcome:
     point: str
     running: str = "-"
     left: str = "-"
+    killed_training: list[Job] = field(default_factory=list)
+    resumed: dict[str, str | None] = field(default_factory=dict)  # train job -> resumed at (images)
     unlock: bool = False
     attempts: int = 0
     rerun_s: float = float("nan")
@@ -299,6 +325,7 @@ class Outcome:
             and not self.temp_after
             and not self.incomplete_after
             and self.clean_dry_run
+            and (self.point != "train_resume" or (self.resumed and all(self.resumed.values())))
         )
 
 
@@ -317,6 +344,7 @@ def drill(clone: Clone, point: str, reference: Path, timeout: float, max_reruns:
         )
         left = temp_files(clone.path)
         outcome.left = f"{len(left)} tmp, {incomplete_markers(clone.path)} incomplete"
+        outcome.killed_training = [job for job in jobs if job.rule == "train"]
     outcome.unlock = locked(clone.path)
     start = time.perf_counter()
     if outcome.unlock:
@@ -328,6 +356,7 @@ def drill(clone: Clone, point: str, reference: Path, timeout: float, max_reruns:
             outcome.finished = True
             break
     outcome.rerun_s = time.perf_counter() - start
+    outcome.resumed = {job.name: resumed_from(job, clone.path) for job in outcome.killed_training}
     outcome.temp_after = temp_files(clone.path)
     outcome.incomplete_after = incomplete_markers(clone.path)
     outcome.clean_dry_run = nothing_to_do(clone)
@@ -337,9 +366,9 @@ def drill(clone: Clone, point: str, reference: Path, timeout: float, max_reruns:
 
 def table(outcomes: list[Outcome]) -> str:
     lines = [
-        "| kill point | running at the kill | left by the kill | rerun s | reruns | identical | "
-        "clean after | other files that differ |",
-        "|---|---|---|---|---|---|---|---|",
+        "| kill point | running at the kill | left by the kill | rerun s | reruns | killed trainings resumed at | "
+        "identical | clean after | other files that differ |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for o in outcomes:
         c = o.comparison or Comparison()
@@ -350,8 +379,10 @@ def table(outcomes: list[Outcome]) -> str:
         )  # fmt: skip
         reruns = f"{o.attempts}" + (" + unlock" if o.unlock else "") + ("" if o.finished else " FAILED")
         others = ", ".join(c.other_differ) or "none"
+        resumed = ", ".join(f"{name}: {at or 'started over'}" for name, at in o.resumed.items()) or "-"
         lines.append(
-            f"| {o.point} | {o.running} | {o.left} | {o.rerun_s:.0f} | {reruns} | {identical} | {clean} | {others} |"
+            f"| {o.point} | {o.running} | {o.left} | {o.rerun_s:.0f} | {reruns} | {resumed} | {identical} | "
+            f"{clean} | {others} |"
         )
     return "\n".join(lines)
 

@@ -26,7 +26,7 @@ import torch
 from fdm.data.archive import Item, write_archive
 from fdm.training import TrainConfig
 from fdm.training.distributed import configure_numerics, init_world
-from fdm.training.loop import _peak_memory_gb, _Run
+from fdm.training.loop import TrainingRun, peak_memory_gb
 
 NETWORKS = {
     "small": dict(
@@ -89,7 +89,7 @@ def measure(name: str, batch: int, args, workdir: Path) -> dict:
     configure_numerics(cfg.deterministic, cfg.tf32)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    run = _Run(cfg, init_world(cfg.device))
+    run = TrainingRun(cfg, init_world(cfg.device))
     parameters = sum(p.numel() for p in run.net.parameters())
     for _ in range(args.warmup):
         run.optimizer_step()
@@ -108,7 +108,7 @@ def measure(name: str, batch: int, args, workdir: Path) -> dict:
         "precision": args.precision,
         "threads": torch.get_num_threads(),
         "images_per_s": batch * args.steps / elapsed,
-        "peak_memory_gb": _peak_memory_gb(run.device),
+        "peak_memory_gb": peak_memory_gb(run.device),
     }
 
 

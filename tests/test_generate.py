@@ -17,6 +17,7 @@ from safetensors.torch import save_file
 from fdm.cli import main
 from fdm.data.archive import Item, write_archive
 from fdm.diffusion import formulation
+from fdm.digest import file_sha256
 from fdm.errors import FdmError
 from fdm.generate import (
     Samples,
@@ -28,7 +29,6 @@ from fdm.generate import (
     save_samples,
 )
 from fdm.metrics.featnet import DigitsNet, save_featnet
-from fdm.metrics.features import file_sha256
 from fdm.nets import build
 from fdm.snapshot import load_denoiser, save_snapshot
 

@@ -187,6 +187,18 @@ def check_store(client, marker: dict) -> None:
     assert marker["experiments"]["digits"]["name"] == EXPERIMENT
 
 
+def edit_metrics_and_track_again(client, before: dict[str, str], key: str, metric: str, value: float) -> None:
+    """Change one metric of one evaluation on disk, track again: exactly that run is replaced, with the new value."""
+    path = Path("runs", key, "metrics.json")
+    _write_json(path, {**json.loads(path.read_text()), metric: value})
+    code, marker, _ = track()
+    assert code == 0 and marker["runs"] == {"logged": 0, "unchanged": 8, "replaced": 1}
+    after = runs_by_key(client)
+    assert {k for k, r in after.items() if r.info.run_id != before[k]} == {key}
+    assert after[key].data.metrics[metric] == value
+    check_store(client, marker)
+
+
 # Tests ----------------------------------------------------------------------------------------------------------
 
 
@@ -204,15 +216,8 @@ def test_track_logs_the_tree_then_reruns_change_only_what_changed(project):
     assert {k: r.info.run_id for k, r in runs_by_key(client).items()} == before
 
     changed = "digits/fdm_edm/s0/eval/20/heun-15"
-    path = Path("runs", changed, "metrics.json")
-    _write_json(path, {**json.loads(path.read_text()), "fid_digitsnet": 3.25})
-    code, third, _ = track()
-    assert third["runs"] == {"logged": 0, "unchanged": 8, "replaced": 1}
-    after = runs_by_key(client)
-    assert {k for k, r in after.items() if r.info.run_id != before[k]} == {changed}
-    assert after[changed].data.metrics["fid_digitsnet"] == 3.25
+    edit_metrics_and_track_again(client, before, changed, "fid_digitsnet", 3.25)
     assert client.get_run(before[changed]).info.lifecycle_stage == "deleted"
-    check_store(client, third)
 
 
 def test_a_retrained_model_replaces_its_run_and_its_evaluations(project):
@@ -436,12 +441,5 @@ def test_track_against_a_real_mlflow_server(project, mlflow_server, monkeypatch)
     assert marker["runs"] == {"logged": 0, "unchanged": 9, "replaced": 0}
     assert {k: r.info.run_id for k, r in runs_by_key(client).items()} == before
 
-    changed = "digits/edm/s0/eval/10/heun-15"
-    path = Path("runs", changed, "metrics.json")
-    _write_json(path, {**json.loads(path.read_text()), "kid_digitsnet": 0.5})
-    code, marker, _ = track()
-    assert marker["runs"] == {"logged": 0, "unchanged": 8, "replaced": 1}
-    after = runs_by_key(client)
-    assert {k for k, r in after.items() if r.info.run_id != before[k]} == {changed}
-    check_store(client, marker)
+    edit_metrics_and_track_again(client, before, "digits/edm/s0/eval/10/heun-15", "kid_digitsnet", 0.5)
     assert sync(load_params(PARAMS), "runs", "reports")["runs"]["unchanged"] == 9

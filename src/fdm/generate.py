@@ -28,8 +28,9 @@ import torch
 from tqdm import tqdm
 
 from fdm.atomic import atomic_write
+from fdm.digest import file_sha256
 from fdm.errors import FdmError
-from fdm.metrics.features import DIGITSNET_MODE, EXTRACTORS, INCEPTION_MODES, build_extractor, file_sha256
+from fdm.metrics.features import DIGITSNET_MODE, EXTRACTORS, INCEPTION_MODES, build_extractor
 from fdm.metrics.scores import measure_name, score, write_metrics
 from fdm.metrics.stats import check_matches, load_stats
 from fdm.sampling import SAMPLERS, nfe, randn, sample, seed_generators, steps_for_nfe

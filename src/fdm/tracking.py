@@ -35,6 +35,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from fdm.atomic import atomic_write_text
+from fdm.digest import file_sha256
 from fdm.errors import FdmError
 
 DEFAULT_URI = "sqlite:///mlflow.db"
@@ -248,14 +249,6 @@ class Planned:
 
 def _is_number(value) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _digest(files: dict[str, str]) -> str:

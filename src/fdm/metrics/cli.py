@@ -68,8 +68,8 @@ def featnet_command(data, dest, seed, epochs, min_accuracy):
     fdm featnet --data data/digits.zip --dest data/digitsnet.pt    # also writes data/digitsnet.json
     """
     from fdm.data.reader import ImageDataset
+    from fdm.digest import file_sha256
     from fdm.metrics.featnet import info_path, save_featnet, train_featnet
-    from fdm.metrics.features import file_sha256
 
     dataset = ImageDataset(data)
     if dataset.labels is None:
@@ -104,8 +104,8 @@ def ref_stats_command(data, dest, extractor, mode, featnet, inception_dir, batch
         --dest data/cifar10.inception_legacy_tensorflow.stats.npz
     """
     from fdm.data.reader import ImageDataset
+    from fdm.digest import file_sha256
     from fdm.generate import resolve_device
-    from fdm.metrics.features import file_sha256
     from fdm.metrics.stats import reference_stats, save_stats
 
     feature_extractor = open_extractor(extractor, mode, resolve_device(device), featnet, inception_dir)

@@ -143,7 +143,8 @@ def _autocast(device: torch.device, precision: str):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def _peak_memory_gb(device: torch.device) -> float:
+def peak_memory_gb(device: torch.device) -> float:
+    """Peak memory of this process on ``device`` so far: CUDA allocations, or the resident set size on the CPU."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**30
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # ru_maxrss is in KiB on Linux.
@@ -153,8 +154,8 @@ def _state_dict_cpu(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {name: tensor.detach().to("cpu", copy=True) for name, tensor in module.state_dict().items()}
 
 
-class _Run:
-    """Everything one training run holds; ``run()`` is the loop."""
+class TrainingRun:
+    """Everything one training run holds; ``run()`` is the loop, ``optimizer_step()`` one step of it (bench/train.py)."""
 
     def __init__(self, cfg: TrainConfig, world: World):
         from fdm.data.reader import ImageDataset
@@ -396,7 +397,7 @@ class _Run:
                         "loss": tick_loss / tick_images,
                         "images_per_s": tick_images / max(elapsed, 1e-9),
                         "lr": learning_rate(cfg, self.images_seen - cfg.batch),
-                        "peak_memory_gb": _peak_memory_gb(self.device),
+                        "peak_memory_gb": peak_memory_gb(self.device),
                     }
                     bar.set_postfix(kimg=f"{record['kimg']:g}", loss=f"{record['loss']:.4g}")
                     if log is not None:
@@ -440,7 +441,7 @@ def discard_stale_run(cfg: TrainConfig) -> list[str]:
 
 def snapshot_record(run_dir: Path) -> dict:
     """A finished run's record: every snapshot's file name and SHA-256, in kimg order."""
-    from fdm.metrics.features import file_sha256
+    from fdm.digest import file_sha256
 
     paths = sorted((run_dir / SNAPSHOT_DIR).glob("*.safetensors"))
     return {"run": str(run_dir), "snapshots": {path.name: file_sha256(path) for path in paths}}
@@ -469,7 +470,7 @@ def train(cfg: TrainConfig, restart_on_change: bool = False, record: str | os.Pa
         torch.set_num_threads(cfg.threads)
     world = init_world(cfg.device)
     try:
-        _Run(cfg, world).run()
+        TrainingRun(cfg, world).run()
     finally:
         close_world(world)
     if record is not None and is_main:

@@ -1,0 +1,18 @@
+"""Content digests of files: how records name exactly which bytes they were made from.
+
+Torch-free, so light commands (track, report) can use it without importing torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
