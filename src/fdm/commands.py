@@ -1,23 +1,70 @@
-"""The `fdm` stage commands: name -> "module:attribute" of its click command.
+"""The `fdm` stage commands: name -> where its click command lives, and its one-line summary.
 
-Commands are imported only when invoked, so `fdm prepare` does not pay for torch or clean-fid
-and every Snakemake or DVC job starts quickly.
+Commands are imported only when invoked, so `fdm prepare` does not pay for torch or clean-fid and
+every Snakemake or DVC job starts quickly; `fdm --help` lists the summaries below without importing
+any stage (tests/test_cli.py checks that each summary is its command's first help line).
 """
 
 from __future__ import annotations
 
-COMMANDS: dict[str, str] = {
-    "prepare": "fdm.data.cli:prepare",
-    "train": "fdm.training.cli:train_command",
-    "fetch-inception": "fdm.metrics.cli:fetch_inception_command",
-    "featnet": "fdm.metrics.cli:featnet_command",
-    "ref-stats": "fdm.metrics.cli:ref_stats_command",
-    "fid": "fdm.metrics.cli:fid_command",
-    "sample": "fdm.generate:sample_command",
-    "evaluate": "fdm.generate:evaluate_command",
-    "report": "fdm.report:report",
-    "train-config": "fdm.jobs:train_config_command",
-    "prepare-dataset": "fdm.jobs:prepare_dataset_command",
-    "grid": "fdm.jobs:grid_command",
-    "track": "fdm.track_cli:track_command",
+from typing import NamedTuple
+
+
+class Command(NamedTuple):
+    target: str  # "module:attribute" of the click command
+    summary: str  # the first line of its help
+
+
+COMMANDS: dict[str, Command] = {
+    "prepare": Command(
+        "fdm.data.cli:prepare", "Convert a dataset to a zip of PNGs plus dataset.json (EDM's format)."
+    ),
+    "train": Command(
+        "fdm.training.cli:train_command",
+        "Train one model (or resume it from OUTDIR/state.pt); snapshots go to OUTDIR/snapshots/.",
+    ),
+    "fetch-inception": Command(
+        "fdm.metrics.cli:fetch_inception_command",
+        "Download clean-fid's TorchScript Inception (the only stage that downloads), size-checked.",
+    ),
+    "featnet": Command(
+        "fdm.metrics.cli:featnet_command",
+        "Train the digits feature network on the CPU; write it only if its held-out accuracy is high enough.",
+    ),
+    "ref-stats": Command(
+        "fdm.metrics.cli:ref_stats_command",
+        "Reference statistics of a whole prepared dataset (no flips), for FID and KID.",
+    ),
+    "fid": Command(
+        "fdm.metrics.cli:fid_command",
+        "FID and KID of a sample file against reference statistics, into metrics.json.",
+    ),
+    "sample": Command(
+        "fdm.generate:sample_command",
+        "Generate images of a snapshot, one per seed, into one uint8 .npz file.",
+    ),
+    "evaluate": Command(
+        "fdm.generate:evaluate_command",
+        "Sample once and score in every feature space of the --stats files: FID and KID into metrics.json.",
+    ),
+    "report": Command(
+        "fdm.report:report",
+        "Tables and plots (FID vs Mimg, FID vs NFE, FDM speedups) from every metrics.json under RUNS.",
+    ),
+    "train-config": Command(
+        "fdm.jobs:train_config_command",
+        "Write the resolved training settings of one job, for `fdm train --config`.",
+    ),
+    "prepare-dataset": Command(
+        "fdm.jobs:prepare_dataset_command",
+        "Prepare a dataset of the profile with the `fdm prepare` preset its entry names (source, raw, size).",
+    ),
+    "grid": Command(
+        "fdm.jobs:grid_command",
+        "Print the profile's `grid` key (the job lists dvc.yaml iterates), to paste into the params file.",
+    ),
+    "track": Command(
+        "fdm.track_cli:track_command",
+        "Log every model, evaluation and report under RUNS and REPORTS to MLflow, idempotently.",
+    ),
 }
