@@ -305,7 +305,7 @@ class Outcome:
     point: str
     running: str = "-"
     left: str = "-"
-    killed_training: list[Job] = field(default_factory=list)
+    had_state: dict[Job, bool] = field(default_factory=dict)  # killed train job -> state.pt at the kill
     resumed: dict[str, str | None] = field(default_factory=dict)  # train job -> resumed at (images)
     unlock: bool = False
     attempts: int = 0
@@ -325,8 +325,16 @@ class Outcome:
             and not self.temp_after
             and not self.incomplete_after
             and self.clean_dry_run
-            and (self.point != "train_resume" or (self.resumed and all(self.resumed.values())))
+            and self.resumed_where_it_could
         )
+
+    @property
+    def resumed_where_it_could(self) -> bool:
+        """Every killed training that had saved a state.pt resumed from it (train_resume: at least one)."""
+        saved = [job.name for job, state in self.had_state.items() if state]
+        if self.point == "train_resume" and not saved:
+            return False
+        return all(self.resumed.get(name) for name in saved)
 
 
 def drill(clone: Clone, point: str, reference: Path, timeout: float, max_reruns: int) -> Outcome:
@@ -344,7 +352,7 @@ def drill(clone: Clone, point: str, reference: Path, timeout: float, max_reruns:
         )
         left = temp_files(clone.path)
         outcome.left = f"{len(left)} tmp, {incomplete_markers(clone.path)} incomplete"
-        outcome.killed_training = [job for job in jobs if job.rule == "train"]
+        outcome.had_state = {job: _train_saved_state(job, clone.path) for job in jobs if job.rule == "train"}
     outcome.unlock = locked(clone.path)
     start = time.perf_counter()
     if outcome.unlock:
@@ -356,7 +364,7 @@ def drill(clone: Clone, point: str, reference: Path, timeout: float, max_reruns:
             outcome.finished = True
             break
     outcome.rerun_s = time.perf_counter() - start
-    outcome.resumed = {job.name: resumed_from(job, clone.path) for job in outcome.killed_training}
+    outcome.resumed = {job.name: resumed_from(job, clone.path) for job in outcome.had_state}
     outcome.temp_after = temp_files(clone.path)
     outcome.incomplete_after = incomplete_markers(clone.path)
     outcome.clean_dry_run = nothing_to_do(clone)
@@ -379,12 +387,23 @@ def table(outcomes: list[Outcome]) -> str:
         )  # fmt: skip
         reruns = f"{o.attempts}" + (" + unlock" if o.unlock else "") + ("" if o.finished else " FAILED")
         others = ", ".join(c.other_differ) or "none"
-        resumed = ", ".join(f"{name}: {at or 'started over'}" for name, at in o.resumed.items()) or "-"
+        resumed = (
+            ", ".join(_resumption(job, state, o.resumed[job.name]) for job, state in o.had_state.items())
+            or "-"
+        )
         lines.append(
             f"| {o.point} | {o.running} | {o.left} | {o.rerun_s:.0f} | {reruns} | {resumed} | {identical} | "
             f"{clean} | {others} |"
         )
     return "\n".join(lines)
+
+
+def _resumption(job: Job, had_state: bool, resumed_at: str | None) -> str:
+    if resumed_at:
+        return f"{job.name}: resumed at {resumed_at} images"
+    return (
+        f"{job.name}: {'STARTED OVER despite its state.pt' if had_state else 'no state.pt yet, started over'}"
+    )
 
 
 def _problems(c: Comparison) -> str:
