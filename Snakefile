@@ -1,6 +1,7 @@
-# The FDM reproduction pipeline: prepare -> (featnet | fetch_inception) -> ref_stats -> train_config
-# -> train -> evaluate -> report, every job an `fdm` command (docs/pipeline.md). dvc.yaml declares the
-# same jobs; tests/test_workflow_equivalence.py checks that the two agree.
+# The FDM reproduction pipeline: prepare -> feature_net -> ref_stats; train_config -> train;
+# eval_config -> evaluate -> report -> track; every job an `fdm` command given only its identity and
+# the params file (docs/pipeline.md). dvc.yaml declares the same jobs; tests/test_workflow_equivalence.py
+# checks that the two agree, for the profiles and for edits of them.
 #
 #   snakemake --cores 2 --profile workflow/profiles/local                      # params.yaml (smoke)
 #   snakemake --cores all --configfile config/paper.yaml --resources gpu=8     # the paper's grid
@@ -25,7 +26,8 @@ include: "workflow/rules/report.smk"
 localrules:
     all,
     train_config,
-    fetch_inception,
+    eval_config,
+    feature_net,
     report,
     track,
 

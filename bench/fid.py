@@ -2,7 +2,7 @@
 
 - digitsnet: the digits feature network through ``fdm.metrics.features.build_extractor`` (the path
   ``fdm ref-stats`` and ``fdm evaluate`` take), from a TorchScript file of ``fdm featnet``
-  (``--featnet data/digitsnet.pt``) or, by default, a random-weight ``DigitsNet`` of the same
+  (``--featnet data/networks/digitsnet/digitsnet.pt``) or, by default, a random-weight ``DigitsNet`` of the same
   architecture saved the way ``fdm featnet`` saves it; 16x16x1 uint8 images.
 - inception: FID's network architecture, Inception-v3 at 299x299 with its 2048-d pool features,
   built by torchvision with random weights (clean-fid's weights cannot be downloaded here; the
@@ -13,7 +13,7 @@
   statistics, in 64 dimensions (digitsnet) and 2048 (Inception).
 
     .venv/bin/python bench/fid.py                                    # CPU, 1 thread as pipeline jobs
-    .venv/bin/python bench/fid.py --featnet data/digitsnet.pt --threads 2
+    .venv/bin/python bench/fid.py --featnet data/networks/digitsnet/digitsnet.pt --threads 2
     .venv/bin/python bench/fid.py --device cuda --inception-images 2048 --inception-batch 256 --samples 50000
 
 numpy's BLAS (FID, KID) runs on ``--threads`` threads too (threadpoolctl).
@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from fdm.generate import resolve_device
+from fdm.distributed import resolve_device
 from fdm.metrics.featnet import DigitsNet, save_featnet
 from fdm.metrics.features import build_extractor
 from fdm.metrics.scores import fid, kid

@@ -3,7 +3,7 @@
 The network is a profile's digits network (default: config/study.yaml's edm, DDPM++ 16 channels,
 channel_mult (1, 2), 1 block, 16x16x1, class-conditional) with random weights, or a trained
 snapshot's (``--snapshot``): throughput does not depend on what the weights are. Each (sampler, NFE)
-runs one untimed warm-up batch, then ``--images`` images through ``fdm.generate.generate``, the path
+runs one untimed warm-up batch, then ``--images`` images through ``fdm.generation.generate.generate``, the path
 ``fdm sample`` and ``fdm evaluate`` take (per-seed generators, float64 integration, uint8 quantising).
 
     .venv/bin/python bench/sample.py                                   # CPU, 1 thread as pipeline jobs
@@ -26,7 +26,8 @@ import torch
 
 from fdm.config import load_params
 from fdm.diffusion import Denoiser, formulation
-from fdm.generate import generate, resolve_device
+from fdm.distributed import resolve_device
+from fdm.generation.generate import generate
 from fdm.nets import build
 from fdm.sampling import SAMPLERS, steps_for_nfe
 from fdm.snapshot import load_denoiser

@@ -24,9 +24,10 @@ import numpy as np
 import torch
 
 from fdm.data.archive import Item, write_archive
+from fdm.distributed import join
 from fdm.training import TrainConfig
-from fdm.training.distributed import configure_numerics, init_world
 from fdm.training.loop import TrainingRun, peak_memory_gb
+from fdm.training.numerics import configure_numerics
 
 NETWORKS = {
     "small": dict(
@@ -89,7 +90,7 @@ def measure(name: str, batch: int, args, workdir: Path) -> dict:
     configure_numerics(cfg.deterministic, cfg.tf32)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    run = TrainingRun(cfg, init_world(cfg.device))
+    run = TrainingRun(cfg, join(cfg.device))
     parameters = sum(p.numel() for p in run.net.parameters())
     for _ in range(args.warmup):
         run.optimizer_step()

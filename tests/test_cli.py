@@ -21,7 +21,7 @@ def test_help_lists_every_stage_without_importing_torch():
     probe = (
         "import sys; from fdm.cli import main\n"
         "try:\n    main(['--help'])\nexcept SystemExit as exit:\n    assert exit.code == 0\n"
-        "print(sorted(m for m in ('torch', 'cleanfid', 'mlflow', 'fdm.generate') if m in sys.modules))"
+        "print(sorted(m for m in ('torch', 'cleanfid', 'mlflow', 'fdm.generation') if m in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     *help_lines, imported = result.stdout.strip().splitlines()

@@ -188,18 +188,18 @@ def test_unknown_job_and_frozen_params():
 def test_smoke_grid():
     params = load_params(ROOT / "params.yaml")
     assert params.variants == ("edm", "fdm_edm", "vp", "fdm_vp", "ve", "fdm_ve")
-    assert params.eval_points("digits") == [
-        (10, "heun", 15),
-        (20, "dpmpp_3s", 5),
-        (20, "dpmpp_3s", 10),
-        (20, "heun", 7),
-        (20, "heun", 15),
-    ]
+    assert params.points("digits", 10) == [("heun", 15)]
+    assert params.points("digits", 20) == [("dpmpp_3s", 5), ("dpmpp_3s", 10), ("heun", 7), ("heun", 15)]
     assert params.eval.metric_names() == ("fid_digitsnet", "kid_digitsnet")
+    assert params.eval.spaces() == [("digitsnet", "native")]
+    plan = params.eval_plan("digits", 20)
+    assert plan["stats"] == ["data/stats/digits/digitsnet/native.npz"]
+    assert plan["networks"] == {"digitsnet": "data/networks/digitsnet"}
+    assert (plan["seeds"], plan["batch"], plan["keep_samples"]) == ("0-127", 128, False)
 
 
 def test_paper_profile_carries_the_paper():
-    """reference/paper.md sections 2-4."""
+    """The hyperparameters of the authors' README commands and train.py (arXiv 2306.06991; docs/profiles.md)."""
     params = load_params(ROOT / "config" / "paper.yaml")
     assert list(params.datasets) == ["cifar10", "ffhq", "afhqv2"]
     assert [(d.resolution, d.channels, d.cond) for d in params.datasets.values()] == [

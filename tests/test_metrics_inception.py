@@ -20,7 +20,6 @@ from torch import nn
 
 from fdm.cli import main
 from fdm.errors import FdmError
-from fdm.generate import Samples, save_samples
 from fdm.metrics.features import (
     INCEPTION_FILE,
     INCEPTION_MODES,
@@ -28,6 +27,7 @@ from fdm.metrics.features import (
     build_extractor,
     fetch_inception,
 )
+from fdm.samples import Samples, save_samples
 
 
 class StandInLayers(nn.Module):
@@ -217,9 +217,9 @@ def test_fetch_inception_truncated_download_leaves_nothing(tmp_path):
 def test_two_modes_from_one_sampling_pass(tmp_path, stand_in_dir):
     """`fdm evaluate` with clean and legacy_tensorflow statistics samples once and embeds every batch in both
     modes: the features, hence the numbers, of one pass per mode, and the images it keeps."""
-    from test_generate import make_snapshot
+    from test_generation import make_snapshot
 
-    from fdm.generate import embed_samples
+    from fdm.generation.generate import generate_all
     from fdm.snapshot import load_denoiser
 
     denoiser, _ = load_denoiser(make_snapshot(tmp_path / "net.safetensors", label_dim=3), "cpu")
@@ -227,21 +227,22 @@ def test_two_modes_from_one_sampling_pass(tmp_path, stand_in_dir):
         build_extractor("inception", mode, inception_folder=stand_in_dir) for mode in INCEPTION_MODES
     )
     seeds = list(range(6))
-    both, _, (kept_seeds, images, labels) = embed_samples(
-        denoiser, seeds, "heun", 2, [clean, legacy], batch_size=4, keep_images=True
-    )
+    run = generate_all(denoiser, seeds, "heun", 2, batch_size=4, extractors=[clean, legacy], keep_images=True)
+    both, images = run["features"], run["images"]
     for i, extractor in enumerate([clean, legacy]):
-        (alone,), _, none = embed_samples(denoiser, seeds, "heun", 2, [extractor], batch_size=4)
-        np.testing.assert_array_equal(both[i], alone)
-        assert none is None  # No images kept unless asked.
+        alone = generate_all(
+            denoiser, seeds, "heun", 2, batch_size=4, extractors=[extractor], keep_images=False
+        )
+        np.testing.assert_array_equal(both[i], alone["features"][0])
+        assert alone["images"] is None  # No images kept unless asked.
     assert not np.allclose(both[0], both[1], atol=1e-4)  # The modes resize differently.
-    assert kept_seeds.tolist() == seeds and images.shape == (6, 8, 8, 1) and set(labels) <= {0, 1, 2}
+    assert run["seeds"].tolist() == seeds and images.shape == (6, 8, 8, 1) and set(run["labels"]) <= {0, 1, 2}
     np.testing.assert_array_equal(legacy(images[:4]), both[1][:4])
 
 
 @pytest.mark.slow  # Two FIDs in 2048 dimensions (scipy's sqrtm): 10-90 s each on a shared 2-core CPU.
 def test_evaluate_scores_both_modes_into_one_metrics_file(tmp_path, stand_in_dir):
-    from test_generate import make_snapshot
+    from test_generation import make_snapshot
 
     from fdm.data.archive import Item, write_archive
 

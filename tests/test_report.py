@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from fdm import paper_results
+from fdm import paper_results, paths
 from fdm.config import load_params
 from fdm.errors import FdmError
 from fdm.report import (
@@ -249,17 +249,10 @@ def test_tables_put_the_paper_beside_ours():
 def write_runs(runs: Path, params, value) -> None:
     """A metrics.json for every evaluation the profile asks for, with value(dataset, variant, seed, kimg, sampler, nfe)."""
     for dataset, variant, seed in params.models():
-        for kimg, sampler, nfe in params.eval_points(dataset):
-            path = (
-                runs
-                / dataset
-                / variant
-                / f"s{seed}"
-                / "eval"
-                / str(kimg)
-                / f"{sampler}-{nfe}"
-                / "metrics.json"
-            )
+        for kimg, sampler, nfe in [
+            (k, s, n) for k in params.snapshot_kimg for s, n in params.points(dataset, k)
+        ]:
+            path = Path(paths.metrics(paths.run(dataset, variant, seed, root=str(runs)), kimg, sampler, nfe))
             path.parent.mkdir(parents=True, exist_ok=True)
             fid = value(dataset, variant, seed, kimg, sampler, nfe)
             metrics = {name: fid for name in params.eval.metric_names()}
@@ -389,23 +382,36 @@ def test_paper_profile_our_numbers_equal_to_the_paper_give_the_paper_speedups(tm
 
 
 def test_bad_records_are_clear_errors(tmp_path):
+    params = load_params(ROOT / "params.yaml")
     runs = tmp_path / "runs"
     path = runs / "digits" / "edm" / "s0" / "eval" / "10" / "heun-15" / "metrics.json"
     path.parent.mkdir(parents=True)
     path.write_text("{not json")
     with pytest.raises(FdmError, match=r"heun-15/metrics.json: not readable JSON"):
-        read_records(runs, "fid_digitsnet")
+        read_records(params, runs, "fid_digitsnet")
     path.write_text(json.dumps({"kid_digitsnet": 0.1}))
     with pytest.raises(FdmError, match=r"metrics.json: no 'fid_digitsnet' \(found: kid_digitsnet\)"):
-        read_records(runs, "fid_digitsnet")
+        read_records(params, runs, "fid_digitsnet")
     path.write_text(json.dumps({"fid_digitsnet": float("nan")}))
     with pytest.raises(FdmError, match=r"metrics.json: fid_digitsnet is nan, not a finite number"):
-        read_records(runs, "fid_digitsnet")
+        read_records(params, runs, "fid_digitsnet")
     path.write_text(json.dumps({"fid_digitsnet": 2.0}))
-    other = runs / "mnist" / "edm" / "s0" / "eval" / "10" / "heun-15" / "metrics.json"
-    other.parent.mkdir(parents=True)
-    other.write_text(json.dumps({"fid_digitsnet": 1.0}))
-    assert [r.dataset for r in read_records(runs, "fid_digitsnet")] == ["digits", "mnist"]
+    # Only the profile's points are read: another dataset, or a point the profile does not evaluate, is not.
+    for extra in (
+        "mnist/edm/s0/eval/10/heun-15",
+        "digits/edm/s0/eval/10/heun-7",
+        "digits/edm/s1/eval/20/heun-7",
+    ):
+        (runs / extra).mkdir(parents=True)
+        (runs / extra / "metrics.json").write_text(json.dumps({"fid_digitsnet": 1.0}))
+    (record,) = read_records(params, runs, "fid_digitsnet")
+    assert (record.dataset, record.variant, record.kimg, record.sampler, record.nfe) == (
+        "digits",
+        "edm",
+        10,
+        "heun",
+        15,
+    )
 
 
 @pytest.mark.slow  # imports every stage command (torch, clean-fid): seconds on a loaded CPU

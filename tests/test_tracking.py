@@ -63,6 +63,7 @@ def _metrics(variant: str, kimg: int, sampler: str, nfe: int) -> dict:
 
 
 EVALS = [(10, "heun", 15), (20, "heun", 15), (20, "dpmpp_3s", 5)]
+T0 = 1_700_000_000.0  # the wall clock the synthetic runs started at (s)
 VARIANTS = ["edm", "fdm_edm"]
 
 
@@ -81,10 +82,11 @@ def make_tree(root: Path) -> tuple[Path, Path]:
                 "formulation_options": {},
             },
         )
-        lines = [
-            {"kimg": k, "step": k * 16, "loss": 1.0 / k, "images_per_s": 100.0, "lr": 1e-3}
+        lines = [  # a training started at T0, killed after 10 kimg and resumed 100 s later
+            {"kimg": k, "step": k * 16, "loss": 1.0 / k, "images_per_s": 100.0, "lr": 1e-3,
+             "started": T0 + (100 if k > 10 else 0), "time": T0 + k * 10 + (100 if k > 10 else 0)}
             for k in (5, 10, 20)
-        ]
+        ]  # fmt: skip
         (run / "train.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
         for kimg in (10, 20):
             (run / "snapshots").mkdir(parents=True, exist_ok=True)
@@ -92,6 +94,7 @@ def make_tree(root: Path) -> tuple[Path, Path]:
         for kimg, sampler, nfe in EVALS:
             folder = run / "eval" / str(kimg) / f"{sampler}-{nfe}"
             _write_json(folder / "metrics.json", _metrics(variant, kimg, sampler, nfe))
+            _write_json(folder / "timing.json", {"started": T0 + 1000 + nfe, "ended": T0 + 1000 + 2 * nfe})
             _png(folder / "grid.png", nfe)
     (reports / "digits").mkdir(parents=True)
     (reports / "digits" / "fid_vs_mimg.csv").write_text("variant,mimg,mean\nedm,0.02,12.0\n")
@@ -164,6 +167,21 @@ def check_store(client, marker: dict) -> None:
         assert run.data.params["snapshots.000020.sha256"] == hashlib.sha256(snapshot.read_bytes()).hexdigest()
         loss = client.get_metric_history(run.info.run_id, "loss")
         assert [(m.step, m.value) for m in loss] == [(5000, 0.2), (10000, 0.1), (20000, 0.05)]
+        assert [m.timestamp for m in loss] == [int((T0 + t) * 1000) for t in (50, 100, 300)]
+        assert (run.info.start_time, run.info.end_time) == (int(T0 * 1000), int((T0 + 300) * 1000))
+        assert not {"started", "time", "kimg"} & set(run.data.metrics)
+        # The scores as curves on the model's run: over training (step = images), and over NFE at the end.
+        for metric in ("fid_digitsnet", "kid_digitsnet"):
+            value = {(k, s, n): json.loads(Path("runs", model, "eval", str(k), f"{s}-{n}", "metrics.json").read_text())[metric] for k, s, n in EVALS}  # fmt: skip
+            history = client.get_metric_history(run.info.run_id, f"{metric}/heun-15")
+            assert [(m.step, m.value) for m in history] == [
+                (10000, value[10, "heun", 15]),
+                (20000, value[20, "heun", 15]),
+            ]
+            assert f"{metric}/dpmpp_3s-5" not in run.data.metrics  # not the main point: over NFE only
+            for sampler, nfe in (("heun", 15), ("dpmpp_3s", 5)):
+                history = client.get_metric_history(run.info.run_id, f"{metric}_vs_nfe/{sampler}")
+                assert [(m.step, m.value) for m in history] == [(nfe, value[20, sampler, nfe])]
         assert marker["models"][model]["run_id"] == run.info.run_id
     for key in evals:
         run, model = runs[key], key.split("/eval/")[0]
@@ -179,6 +197,8 @@ def check_store(client, marker: dict) -> None:
             "kid_digitsnet": record["kid_digitsnet"],
         }
         assert sorted(a.path for a in client.list_artifacts(run.info.run_id)) == ["grid.png", "metrics.json"]
+        assert run.info.start_time == int((T0 + 1000 + int(nfe)) * 1000)
+        assert run.info.end_time == int((T0 + 1000 + 2 * int(nfe)) * 1000)
         assert marker["models"][model]["evaluations"][f"{kimg}/{point}"] == run.info.run_id
     report = runs["digits/report"]
     names = sorted(a.path for a in client.list_artifacts(report.info.run_id))
@@ -188,13 +208,15 @@ def check_store(client, marker: dict) -> None:
 
 
 def edit_metrics_and_track_again(client, before: dict[str, str], key: str, metric: str, value: float) -> None:
-    """Change one metric of one evaluation on disk, track again: exactly that run is replaced, with the new value."""
+    """Change one metric of one evaluation on disk, track again: exactly that run and its model's run (whose
+    score curves hold the value) are replaced, the model's other evaluations follow the new model run."""
     path = Path("runs", key, "metrics.json")
     _write_json(path, {**json.loads(path.read_text()), metric: value})
     code, marker, _ = track()
-    assert code == 0 and marker["runs"] == {"logged": 0, "unchanged": 8, "replaced": 1}
+    assert code == 0 and marker["runs"] == {"logged": 0, "unchanged": 7, "replaced": 2}
     after = runs_by_key(client)
-    assert {k for k, r in after.items() if r.info.run_id != before[k]} == {key}
+    model = key.split("/eval/")[0]
+    assert {k for k, r in after.items() if r.info.run_id != before[k]} == {key, model}
     assert after[key].data.metrics[metric] == value
     check_store(client, marker)
 
@@ -220,20 +242,21 @@ def test_track_logs_the_tree_then_reruns_change_only_what_changed(project):
     assert client.get_run(before[changed]).info.lifecycle_stage == "deleted"
 
 
-def test_a_retrained_model_replaces_its_run_and_its_evaluations(project):
+def test_a_longer_training_replaces_the_model_run_and_keeps_its_evaluations(project):
     track()
     client = open_client("sqlite:///mlflow.db")
     before = {k: r.info.run_id for k, r in runs_by_key(client).items()}
     with open("runs/digits/edm/s0/train.jsonl", "a") as f:
-        f.write(json.dumps({"kimg": 25, "loss": 0.04}) + "\n")
+        f.write(json.dumps({"kimg": 25, "loss": 0.04, "started": T0 + 100, "time": T0 + 500}) + "\n")
     code, marker, _ = track()
-    assert marker["runs"] == {"logged": 0, "unchanged": 5, "replaced": 4}
+    assert marker["runs"] == {"logged": 0, "unchanged": 8, "replaced": 1}
     after = runs_by_key(client)
-    replaced = {k for k, r in after.items() if r.info.run_id != before[k]}
-    assert replaced == {"digits/edm/s0", *(f"digits/edm/s0/eval/{k}/{s}-{n}" for k, s, n in EVALS)}
-    assert [m.step for m in client.get_metric_history(after["digits/edm/s0"].info.run_id, "loss")][
-        -1
-    ] == 25000
+    assert {k for k, r in after.items() if r.info.run_id != before[k]} == {"digits/edm/s0"}
+    model = after["digits/edm/s0"]
+    assert [m.step for m in client.get_metric_history(model.info.run_id, "loss")][-1] == 25000
+    assert model.info.end_time == int((T0 + 500) * 1000)
+    for k, s, n in EVALS:  # unchanged, and nested under the new model run
+        assert after[f"digits/edm/s0/eval/{k}/{s}-{n}"].data.tags[PARENT] == model.info.run_id
 
 
 def test_an_unreachable_server_warns_once_exits_0_and_a_later_track_logs_everything(project, monkeypatch):

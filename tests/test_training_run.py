@@ -152,6 +152,22 @@ def test_restart_on_change_still_resumes_a_run_with_the_same_settings(reference_
     assert load_state(run_dir / "state.pt")["step"] == 20
 
 
+def test_a_milestone_added_behind_the_state_restarts_and_reproduces_every_snapshot(
+    reference_run, tiny_data, tmp_path
+):
+    """snapshot_kimg gains a milestone the run is already past: --restart-on-change trains from scratch and
+    writes the same snapshots as a run that had it from the start (the pipeline's edit of a profile);
+    without it, resuming is refused in one line."""
+    run_dir = tmp_path / "late"
+    train(tiny_config(tiny_data, run_dir, snapshot_kimg=()))
+    with pytest.raises(
+        FdmError, match=r"no snapshot at 0.08 kimg, which the saved state \(0.16 kimg\) is past"
+    ):
+        train(tiny_config(tiny_data, run_dir))
+    train(tiny_config(tiny_data, run_dir), restart_on_change=True)
+    assert snapshot_bytes(run_dir) == snapshot_bytes(reference_run)
+
+
 def test_record_lists_every_snapshot_digest_once_training_is_complete(reference_run, tiny_data, tmp_path):
     record = tmp_path / "trained.json"
     run_dir = train(tiny_config(tiny_data, tmp_path / "recorded"), record=record)
@@ -206,9 +222,12 @@ def test_one_process_accumulation_and_two_processes_agree(tiny_data, tmp_path):
     single = train(base)
     accumulated = train(dataclasses.replace(base, outdir=str(tmp_path / "accumulated"), batch_per_device=4))
     two = dataclasses.replace(base, outdir=str(tmp_path / "two"), batch_per_device=4)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    command += ["-m", "fdm.training.cli", "--config", str(write_config(two, tmp_path / "two.json"))]
-    subprocess.run(command, env=ENV, check=True, stderr=subprocess.DEVNULL)
+    # `fdm train --gpus 2` starts itself under torchrun (here two CPU processes, gloo).
+    fdm = Path(sys.executable).with_name("fdm")
+    command = [fdm, "train", "--config", write_config(two, tmp_path / "two.json"), "--gpus", "2"]
+    result = subprocess.run([str(c) for c in command], env=ENV, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "fdm: starting 2 processes under torchrun" in result.stderr
 
     reference, _ = load_snapshot(snapshot_path(single, 0.064))
     for run_dir in (accumulated, Path(two.outdir)):

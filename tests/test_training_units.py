@@ -11,8 +11,9 @@ import torch
 
 from fdm.diffusion import formulation
 from fdm.errors import FdmError
+from fdm.paths import snapshot_name
 from fdm.seeding import derive_seed
-from fdm.training import TrainConfig, snapshot_name
+from fdm.training import TrainConfig
 from fdm.training.augment import AUGMENT_DIM, NUM_NORMALS, NUM_UNIFORMS, augment, draw_augment_params
 from fdm.training.ema import ema_beta, ema_halflife_nimg, update_ema
 from fdm.training.loop import SampleStream, learning_rate

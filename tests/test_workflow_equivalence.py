@@ -2,7 +2,8 @@
 
 Snakemake's side is its dry run (``--forceall --printshellcmds``), DVC's side the stages of its own
 index (``dvc.repo.Repo(...).index.stages``), for the smoke profile and the paper's grid. Neither needs
-the data: the paper's datasets come from folders and downloads named in the params.
+the data: the paper's datasets come from folders and downloads named in the params. Edited profiles:
+tests/test_workflow_edits.py.
 """
 
 from __future__ import annotations
@@ -19,11 +20,18 @@ import pytest
 import yaml
 
 from fdm.config import load_params
-from fdm.jobs import check_grid, grid
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-WORKFLOW_FILES = ["Snakefile", "workflow", "dvc.yaml", ".dvcignore", ".dvc/config", ".dvc/.gitignore"]
+WORKFLOW_FILES = [
+    "Snakefile",
+    "workflow",
+    "dvc.yaml",
+    ".dvcignore",
+    ".dvc/config",
+    ".dvc/.gitignore",
+    "environment.yml",
+]
 
 
 def tool_env() -> dict:
@@ -67,14 +75,6 @@ def normalize(command: str) -> str:
     command = " ".join(command.split())
     command = re.sub(r" > logs/\S+ 2>&1$", "", command)
     return re.sub(r"--params \S+", "--params params.yaml", command)
-
-
-def runs(command: str, job: str) -> bool:
-    """Whether ``command`` starts ``fdm <job>``, directly or under torchrun."""
-    return (
-        re.match(rf'(fdm|torchrun --standalone --nproc-per-node \d+ "\$\(command -v fdm\)") {job} ', command)
-        is not None
-    )
 
 
 def snakemake_jobs(workdir: Path, *args) -> dict[tuple[str, ...], str]:
@@ -122,36 +122,38 @@ def test_snakemake_and_dvc_declare_the_same_jobs(tmp_path, profile):
     dvc = dvc_jobs(workdir)
     assert_same_jobs(snakemake, dvc)
     params = load_params(ROOT / profile)
-    evaluations = len(params.variants) * len(params.train_seeds) * len(grid(params)["evaluations"])
-    assert sum(cmd.startswith("fdm evaluate ") for cmd in dvc.values()) == evaluations
-    assert sum(cmd.startswith("fdm train ") for cmd in dvc.values()) == len(params.models())
-    assert not any(out.endswith("/samples.npz") for outs in dvc for out in outs)  # keep_samples: false
+    commands = list(dvc.values())
+    evaluations = len(params.models()) * len(params.snapshot_kimg)
+    assert sum(c.startswith("fdm evaluate ") for c in commands) == evaluations
+    assert sum(c.startswith("fdm eval-config ") for c in commands) == len(params.snapshot_kimg)
+    assert sum(c.startswith("fdm train ") for c in commands) == len(params.models())
+    assert [c for c in commands if c.startswith("fdm feature-net ")] == [
+        "fdm feature-net --extractor digitsnet --dest data/networks/digitsnet"
+    ]
 
 
-def test_torchrun_and_kept_samples_in_both_workflows(tmp_path):
-    """gpus.train: 2 trains under torchrun and eval.keep_samples adds samples.npz, in Snakemake and DVC alike."""
+def test_samples_kept_and_gpus_in_both_workflows(tmp_path):
+    """gpus: 2 reaches `fdm train`/`fdm evaluate` as --gpus (they start torchrun themselves), and
+    eval.keep_samples reaches the plans, in Snakemake and DVC alike; no profile key needs a derived copy."""
     data = yaml.safe_load((ROOT / "tests" / "workflow_tiny.yaml").read_text())
-    data["gpus"]["train"], data["eval"]["keep_samples"] = 2, True
+    data["gpus"] = {"train": 2, "evaluate": 3}
+    data["eval"]["keep_samples"] = True
     profile = tmp_path / "profile.yaml"
-    del data["grid"]  # stale now; written out again below
-    profile.write_text(yaml.safe_dump(data))
-    params = load_params(profile)
-    data["grid"] = grid(params)
     profile.write_text(yaml.safe_dump(data))
     workdir = workflow_copy(tmp_path / "workflow", profile)
     snakemake, dvc = snakemake_jobs(workdir), dvc_jobs(workdir)
     assert_same_jobs(snakemake, dvc)
-    train = [cmd for cmd in dvc.values() if runs(cmd, "train")]
-    assert len(train) == len(params.models())
-    assert all(
-        cmd.startswith('torchrun --standalone --nproc-per-node 2 "$(command -v fdm)" train ') for cmd in train
+    params = load_params(profile)
+    train = [cmd for cmd in dvc.values() if cmd.startswith("fdm train ")]
+    evaluate = [cmd for cmd in dvc.values() if cmd.startswith("fdm evaluate ")]
+    assert len(train) == len(params.models()) and all(" --gpus 2 " in cmd for cmd in train)
+    assert len(evaluate) == len(params.models()) * 2 and all(" --gpus 3 " in cmd for cmd in evaluate)
+    plan = tmp_path / "plan.json"
+    run(
+        [BIN / "fdm", "eval-config", "--params", profile, "--dataset", "digits", "--kimg", 2, "--dest", plan],
+        tmp_path,
     )
-    evaluate = {outs: cmd for outs, cmd in dvc.items() if runs(cmd, "evaluate")}
-    assert len(evaluate) == len(params.models()) * len(data["grid"]["evaluations"])
-    for outs, cmd in evaluate.items():
-        assert cmd.startswith("fdm evaluate ")  # gpus.evaluate: 0
-        (samples,) = [out for out in outs if out.endswith("/samples.npz")]
-        assert cmd.endswith(f"--samples {samples}")
+    assert json.loads(plan.read_text())["keep_samples"] is True
 
 
 @pytest.mark.slow
@@ -168,73 +170,32 @@ def test_paper_grid_without_data(tmp_path):
     params = load_params(ROOT / "config" / "paper.yaml")
     assert len(params.models()) == 18
     commands = list(dvc.values())
-    assert len(grid(params)["evaluations"]) == 10 + 9 + 9  # 4 snapshots + 6 NFE-study points, less overlaps
-    evaluate = [c for c in commands if runs(c, "evaluate")]
-    assert len(evaluate) == 6 * 28
-    assert sum(runs(c, "train") for c in commands) == 18
-    # One sampling pass per evaluation, scored in both Inception modes; one statistics file per mode.
-    for command in evaluate:
-        dataset = re.search(r"--snapshot runs/(\w+)/", command)[1]
-        assert (
-            f"--stats data/stats/{dataset}/inception_clean.npz --stats data/stats/{dataset}/inception_legacy_tensorflow.npz"
-            in command
-        )
-    assert sum(c.startswith("fdm ref-stats ") for c in commands) == 3 * 2
-    assert "fdm fetch-inception --dir data/inception" in commands
-    assert not any(c.startswith("fdm featnet") for c in commands)
+    evaluate = [c for c in commands if c.startswith("fdm evaluate ")]
+    assert len(evaluate) == 18 * 4  # one job per model and snapshot, every point of the snapshot inside
+    assert all(" --gpus 8 " in c for c in evaluate)
+    assert sum(c.startswith("fdm eval-config ") for c in commands) == 3 * 4
+    assert sum(c.startswith("fdm train ") and " --gpus 8 " in c for c in commands) == 18
+    # One statistics job per dataset and feature network (both Inception modes inside), one download.
+    assert sorted(c for c in commands if c.startswith("fdm ref-stats ")) == sorted(
+        f"fdm ref-stats --params params.yaml --dataset {d} --extractor inception --dest data/stats/{d}/inception"
+        for d in ("cifar10", "ffhq", "afhqv2")
+    )
+    assert "fdm feature-net --extractor inception --dest data/networks/inception" in commands
     # `dvc repro --dry` stops at the first missing dataset; `dvc status` lists every stage to run.
     status = json.loads(run([BIN / "dvc", "status", "--json"], workdir).stdout)
-    assert sum(name.startswith("evaluate@") for name in status) == 6 * 28
+    assert sum(name.startswith("evaluate@") for name in status) == 18 * 4
     assert len(status) == len(dvc)
-    # Multi-GPU jobs go through torchrun in Snakemake as in DVC (gpus: 8 in the paper profile).
-    printed = run(
-        [BIN / "snakemake", "-n", "-p", "--cores", "1", "--configfile", "config/paper.yaml"], workdir
-    )
-    assert 'torchrun --standalone --nproc-per-node 8 "$(command -v fdm)" train --config' in printed.stdout
-    assert all(
-        c.startswith('torchrun --standalone --nproc-per-node 8 "$(command -v fdm)" evaluate ')
-        for c in evaluate
-    )
-
-
-@pytest.mark.parametrize(
-    "profile", ["params.yaml", "config/smoke.yaml", "config/study.yaml", "config/paper.yaml"]
-)
-def test_profiles_carry_their_grid(profile):
-    check_grid(load_params(ROOT / profile))
-
-
-def test_grid_scores_every_measure_and_names_the_launch():
-    paper, smoke = grid(load_params(ROOT / "config" / "paper.yaml")), grid(load_params(ROOT / "params.yaml"))
-    assert [m["name"] for m in paper["measures"]] == ["inception_clean", "inception_legacy_tensorflow"]
-    assert [m["options"]["mode"] for m in paper["measures"]] == ["clean", "legacy_tensorflow"]
-    assert (
-        paper["launch"]["evaluate"] == 'torchrun --standalone --nproc-per-node 8 "$(command -v fdm)" evaluate'
-    )
-    assert [m["name"] for m in smoke["measures"]] == ["digitsnet"]
-    assert smoke["launch"] == {"train": "fdm train", "evaluate": "fdm evaluate"}
-    assert (smoke["keep_samples"], smoke["discard_samples"]) == ([], [True])
-
-
-def test_stale_grid_is_refused(tmp_path):
-    data = yaml.safe_load((ROOT / "params.yaml").read_text())
-    data["snapshot_kimg"] = [5, 20]
-    path = tmp_path / "p.yaml"
-    path.write_text(yaml.safe_dump(data))
-    result = subprocess.run(
-        [BIN / "fdm", "train-config", "--params", path, "--dataset", "digits", "--variant", "edm",
-         "--train-seed", "0", "--dest", tmp_path / "train.json"],
-        capture_output=True, text=True, env=tool_env(),
-    )  # fmt: skip
-    assert result.returncode == 2
-    assert f"{path}: grid.evaluations: out of date" in result.stderr
-    assert not (tmp_path / "train.json").exists()
-    printed = run([BIN / "fdm", "grid", "--params", path], tmp_path).stdout
-    data["grid"] = yaml.safe_load(printed)["grid"]
-    path.write_text(yaml.safe_dump(data))
-    run([BIN / "fdm", "train-config", "--params", path, "--dataset", "digits", "--variant", "edm",
-         "--train-seed", "0", "--dest", tmp_path / "train.json"], tmp_path)  # fmt: skip
-    assert (tmp_path / "train.json").exists()
+    # The plans: the main point at every snapshot; the NFE study only at the last (both Inception modes).
+    plan = tmp_path / "plan.json"
+    for kimg, points in [(50000, 1), (200000, 6)]:
+        run([BIN / "fdm", "eval-config", "--params", ROOT / "config" / "paper.yaml", "--dataset", "ffhq",
+             "--kimg", kimg, "--dest", plan], tmp_path)  # fmt: skip
+        values = json.loads(plan.read_text())
+        assert len(values["points"]) == points and {"sampler": "heun", "nfe": 79} in values["points"]
+        assert values["stats"] == [
+            "data/stats/ffhq/inception/clean.npz", "data/stats/ffhq/inception/legacy_tensorflow.npz"
+        ]  # fmt: skip
+        assert values["seeds"] == "0-49999"
 
 
 def test_train_config_is_the_resolved_job(tmp_path):
@@ -249,7 +210,28 @@ def test_train_config_is_the_resolved_job(tmp_path):
     assert values == load_params(ROOT / "params.yaml").train_config("digits", "fdm_ve", 0)
     config = TrainConfig.from_dict({**values, "dataset": "d.zip", "outdir": "o"})
     assert config.formulation_options == {"multiplier": 1.0, "warmup": 50}
+    assert not {"tracking", "experiment", "gpus", "device"} & set(values)  # how it runs is the command's
     assert [p.name for p in dest.parent.iterdir()] == ["train.json"]  # nothing temporary left
     bad = run([BIN / "fdm", "train-config", "--params", ROOT / "params.yaml", "--dataset", "digits",
                "--variant", "edm", "--train-seed", "3", "--dest", tmp_path / "x.json"], tmp_path, check=False)  # fmt: skip
     assert bad.returncode == 2 and "no training seed 3" in bad.stderr
+
+
+def test_eval_config_is_the_snapshot_plan(tmp_path):
+    params = load_params(ROOT / "params.yaml")
+    for kimg in params.snapshot_kimg:
+        dest = tmp_path / f"{kimg}.json"
+        run([BIN / "fdm", "eval-config", "--params", ROOT / "params.yaml", "--dataset", "digits", "--kimg", kimg,
+             "--dest", dest], tmp_path)  # fmt: skip
+        assert json.loads(dest.read_text()) == params.eval_plan("digits", kimg)
+    main = params.eval.main["digits"]
+    assert json.loads((tmp_path / "10.json").read_text())["points"] == [
+        {"sampler": main.sampler, "nfe": main.nfe}
+    ]
+    final = json.loads((tmp_path / "20.json").read_text())["points"]
+    study = {(s, n) for s, nfes in params.eval.nfe_study.items() for n in nfes} | {(main.sampler, main.nfe)}
+    assert [(p["sampler"], p["nfe"]) for p in final] == sorted(study)
+    bad = run([BIN / "fdm", "eval-config", "--params", ROOT / "params.yaml", "--dataset", "digits", "--kimg", 15,
+               "--dest", tmp_path / "x.json"], tmp_path, check=False)  # fmt: skip
+    assert bad.returncode == 2 and "no snapshot at 15 kimg (snapshot_kimg: 10, 20)" in bad.stderr
+    assert not (tmp_path / "x.json").exists()

@@ -2,7 +2,9 @@
 
 Two temporary copies of the project run the whole pipeline side by side, one with Snakemake on one
 core and one with ``dvc repro``; they must write byte-identical metrics. Then, in each copy, a second
-run finds nothing to do, and editing one variant's learning rate reruns that variant's chain only.
+run finds nothing to do; `dvc exp run -S` adding an NFE point to the study (and the same edit of the
+file for Snakemake) computes that point only, to the same bytes; and editing one variant's learning rate
+reruns that variant's chain only. More edits, with a stand-in `fdm`: tests/test_workflow_edits.py.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ def project_copy(dest: Path) -> Path:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(source.read_bytes())
     (dest / "params.yaml").write_bytes(TINY.read_bytes())
-    for args in (["init", "-q"], ["config", "user.email", "t@t"], ["config", "user.name", "t"]):
+    for args in (["init", "-q"], ["config", "user.email", "t@t"], ["config", "user.name", "t"], ["add", "-A"],
+                 ["commit", "-qm", "copy"]):  # fmt: skip
         subprocess.run(["git", *args], cwd=dest, check=True)
     return dest
 
@@ -114,10 +117,37 @@ def test_snakemake_and_dvc_run_the_same_pipeline(tmp_path):
     assert time.monotonic() - began < 30
     assert "Data and pipelines are up to date." in run([BIN / "dvc", "status"], dvc).stdout
 
+    # An NFE point added to the study: `dvc exp run -S`, no other step; only the new point is computed.
+    before = metrics_files(smk)
+    run([BIN / "dvc", "exp", "run", "-S", "eval.nfe_study.heun=[3,5,7]"], dvc)
+    data = yaml.safe_load((smk / "params.yaml").read_text())
+    data["eval"]["nfe_study"]["heun"] = [3, 5, 7]
+    (smk / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    assert planned_jobs(smk) == sorted(
+        [
+            "all",
+            "eval_config digits 2",
+            "evaluate digits edm 0 2",
+            "evaluate digits fdm_edm 0 2",
+            "report",
+            "track",
+        ]
+    )
+    run([BIN / "snakemake", "--cores", "1"], smk)
+    after = metrics_files(smk)
+    assert after == metrics_files(dvc)
+    assert sorted(set(after) - set(before)) == [
+        f"runs/digits/{v}/s0/eval/2/heun-5/metrics.json" for v in ("edm", "fdm_edm")
+    ]
+    assert {
+        k: v for k, v in after.items() if k in before
+    } == before  # the other points were kept as they were
+    log = (smk / "logs" / "evaluate" / "digits-edm-s0-2.log").read_text()
+    assert "evaluated heun-5; 3 point(s) already done" in log
+
     # Editing one variant's learning rate reruns that variant's chain only.
     set_lr(smk, "fdm_edm", 2.0e-3)
-    evals = [f"evaluate digits fdm_edm 0 {kimg} {sampler} {nfe}" for kimg, sampler, nfe in
-             [(1, "heun", 7), (2, "dpmpp_3s", 3), (2, "heun", 3), (2, "heun", 7)]]  # fmt: skip
+    evals = [f"evaluate digits fdm_edm 0 {kimg}" for kimg in (1, 2)]
     assert planned_jobs(smk) == sorted(
         ["all", "report", "track", "train_config digits fdm_edm 0", "train digits fdm_edm 0", *evals]
     )

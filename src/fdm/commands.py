@@ -40,11 +40,11 @@ COMMANDS: dict[str, Command] = {
         "FID and KID of a sample file against reference statistics, into metrics.json.",
     ),
     "sample": Command(
-        "fdm.generate:sample_command",
+        "fdm.generation.cli:sample_command",
         "Generate images of a snapshot, one per seed, into one uint8 .npz file.",
     ),
     "evaluate": Command(
-        "fdm.generate:evaluate_command",
+        "fdm.generation.cli:evaluate_command",
         "Sample once and score in every feature space of the --stats files: FID and KID into metrics.json.",
     ),
     "report": Command(
@@ -52,19 +52,23 @@ COMMANDS: dict[str, Command] = {
         "Tables and plots (FID vs Mimg, FID vs NFE, FDM speedups) from every metrics.json under RUNS.",
     ),
     "train-config": Command(
-        "fdm.jobs:train_config_command",
+        "fdm.jobs.cli:train_config_command",
         "Write the resolved training settings of one job, for `fdm train --config`.",
     ),
     "prepare-dataset": Command(
-        "fdm.jobs:prepare_dataset_command",
+        "fdm.jobs.cli:prepare_dataset_command",
         "Prepare a dataset of the profile with the `fdm prepare` preset its entry names (source, raw, size).",
     ),
-    "grid": Command(
-        "fdm.jobs:grid_command",
-        "Print the profile's `grid` key (the job lists dvc.yaml iterates), to paste into the params file.",
+    "eval-config": Command(
+        "fdm.jobs.cli:eval_config_command",
+        "Write the evaluation plan of one snapshot milestone (points, seeds, scoring), for `fdm evaluate --config`.",
+    ),
+    "feature-net": Command(
+        "fdm.jobs.cli:feature_net_command",
+        "Make a feature extractor's network: train the digits network, or download Inception's weights.",
     ),
     "track": Command(
-        "fdm.track_cli:track_command",
+        "fdm.tracking.cli:track_command",
         "Log every model, evaluation and report under RUNS and REPORTS to MLflow, idempotently.",
     ),
 }

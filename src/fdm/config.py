@@ -1,15 +1,14 @@
 """The params file (``params.yaml``, ``config/*.yaml``): load, validate, and resolve per-job settings.
 
-This is the library's only YAML reader. A profile is checked against
-``workflow/schemas/params.schema.yaml`` (the same JSON Schema Snakemake's ``validate`` uses), then
-against the cross-references a schema cannot express (milestones, dataset names, the report
-metric). Any problem is one ``FdmError`` line naming the file and the key, e.g.
+This is the library's only YAML reader. A profile is checked against ``fdm/params.schema.yaml``
+(package data; the same JSON Schema Snakemake's ``validate`` uses), then against the cross-references
+a schema cannot express (milestones, dataset names, NFE points, the report metric). Any problem is one ``FdmError`` line naming the file and the key, e.g.
 ``params.yaml: train.defaults.lr: 'abc' is not of type 'number'``. The module does not import
 torch, so a Snakefile can read params cheaply.
 
 Training settings are layered (docs/profiles.md): ``train.defaults``, then ``train.variants.<variant>``,
 then ``train.datasets.<dataset>``, then ``train.datasets.<dataset>.variants.<variant>``. This is how
-the paper's table (digest section 2) is written down: the learning rate per dataset, the architecture
+the paper's hyperparameter table (arXiv 2306.06991, appendix; docs/profiles.md) is written down: the learning rate per dataset, the architecture
 per variant, FDM's warmup and multiplier per (dataset, variant).
 """
 
@@ -25,11 +24,10 @@ from types import MappingProxyType
 import jsonschema
 import yaml
 
+from fdm import names, paths
 from fdm.errors import FdmError
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "params.schema.yaml"
-BASELINE = {"fdm_edm": "edm", "fdm_vp": "vp", "fdm_ve": "ve"}
-"""Each FDM variant and the baseline it modifies."""
+SCHEMA_PATH = Path(__file__).resolve().parent / "params.schema.yaml"
 
 
 # YAML ---------------------------------------------------------------------------------------------------------
@@ -77,9 +75,7 @@ def schema() -> dict:
         with open(SCHEMA_PATH, encoding="utf-8") as f:
             return yaml.safe_load(f)
     except FileNotFoundError:
-        raise FdmError(
-            f"params schema not found: {SCHEMA_PATH} (run from a checkout of fdm-pipeline)"
-        ) from None
+        raise FdmError(f"params schema not found: {SCHEMA_PATH} (a broken install of fdm-pipeline)") from None
 
 
 def _key_path(parts) -> str:
@@ -149,15 +145,6 @@ def _thaw(value):
     return value
 
 
-def metric_names(extractors, modes) -> tuple[str, ...]:
-    """fid/kid per extractor; Inception once per clean-fid mode (``fid_inception_clean``), digitsnet once."""
-    names = []
-    for extractor in extractors:
-        suffixes = [f"{extractor}_{mode}" for mode in modes] if extractor == "inception" else [extractor]
-        names += [f"{kind}_{suffix}" for suffix in suffixes for kind in ("fid", "kid")]
-    return tuple(names)
-
-
 @dataclasses.dataclass(frozen=True)
 class Dataset:
     """One dataset: ``data/<name>.zip`` made by ``fdm prepare <source>``."""
@@ -190,7 +177,11 @@ class Eval:
 
     def metric_names(self) -> tuple[str, ...]:
         """Every metric an evaluation writes."""
-        return metric_names(self.extractors, self.modes)
+        return names.metric_names(self.extractors, self.modes)
+
+    def spaces(self) -> list[tuple[str, str]]:
+        """(extractor, mode) of every feature space an evaluation is scored in, in profile order."""
+        return [(e, mode) for e in self.extractors for mode in names.modes(e, self.modes)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -251,7 +242,6 @@ class Params:
     tracking: Tracking
     report: Report
     gpus: Gpus
-    grid: Mapping | None = None  # the job lists dvc.yaml iterates (fdm.jobs.grid); None when absent
 
     def seed_for(self, dataset: str, variant: str, train_seed: int) -> int:
         """The seed of one training job (``fdm.seeding.derive_seed``), unrelated across jobs."""
@@ -262,13 +252,16 @@ class Params:
     def train_config(self, dataset: str, variant: str, train_seed: int) -> dict:
         """Settings of one training job as ``fdm.training.TrainConfig`` fields, minus ``dataset`` and ``outdir``.
 
+        Only what shapes the model: where and how it runs (device, GPUs, tracking) is the command's. Pipeline
+        jobs never log live to MLflow; the ``track`` step logs every file once, after the jobs ran.
+
         FDM's multiplier and warmup go to ``formulation_options`` for FDM variants only; the baselines
-        have neither (paper digest section 2).
+        have neither (the authors' train.py passes them to the FDM preconditioners only).
         """
         self._check_job(dataset, variant)
         settings = self.train.settings(dataset, variant)
         multiplier, warmup = settings.pop("fdm_multiplier"), settings.pop("fdm_warmup")
-        fdm = variant in BASELINE
+        fdm = variant in names.BASELINE
         return {
             "formulation": variant,
             "formulation_options": {"multiplier": multiplier, "warmup": warmup} if fdm else {},
@@ -277,26 +270,44 @@ class Params:
             "duration_kimg": self.duration_kimg,
             "snapshot_kimg": list(self.snapshot_kimg),
             "seed": self.seed_for(dataset, variant, train_seed),
-            # Pipeline jobs never log live: the `track` step logs every file to MLflow once, as a
-            # single writer, after the jobs ran. `fdm train --tracking` logs live when asked.
-            "tracking": False,
-            "experiment": self.tracking.experiment(dataset),
         }
 
     def models(self) -> list[tuple[str, str, int]]:
         """Every trained model (dataset, variant, train_seed), in profile order."""
         return [(d, v, s) for d in self.datasets for v in self.variants for s in self.train_seeds]
 
-    def eval_points(self, dataset: str) -> list[tuple[int, str, int]]:
-        """(kimg, sampler, nfe) evaluated for each model of ``dataset``, sorted.
+    def points(self, dataset: str, kimg: int) -> list[tuple[str, int]]:
+        """(sampler, nfe) evaluated at snapshot ``kimg`` of every model of ``dataset``, sorted.
 
-        The main sampler/NFE at every snapshot (FID vs Mimg) plus the NFE study at the final one.
+        The main sampler and NFE at every snapshot (FID vs Mimg), plus the NFE study at the final one.
         """
         main = self.eval.main[dataset]
-        points = {(kimg, main.sampler, main.nfe) for kimg in self.snapshot_kimg}
-        for sampler, nfes in self.eval.nfe_study.items():
-            points |= {(self.duration_kimg, sampler, nfe) for nfe in nfes}
+        points = {(main.sampler, main.nfe)}
+        if kimg == self.duration_kimg:
+            points |= {(sampler, nfe) for sampler, nfes in self.eval.nfe_study.items() for nfe in nfes}
         return sorted(points)
+
+    def eval_plan(self, dataset: str, kimg: int) -> dict:
+        """The evaluation of snapshot ``kimg`` of every model of ``dataset`` (``fdm evaluate --config``).
+
+        Its points, seeds and scoring; written by ``fdm eval-config`` to ``runs/<dataset>/eval/<kimg>.json``,
+        whose bytes change only when this snapshot's evaluations do.
+        """
+        if dataset not in self.datasets:
+            raise FdmError(f"{self.path}: no dataset {dataset!r} (datasets: {', '.join(self.datasets)})")
+        if kimg not in self.snapshot_kimg:
+            kimgs = ", ".join(str(k) for k in self.snapshot_kimg)
+            raise FdmError(f"{self.path}: no snapshot at {kimg} kimg (snapshot_kimg: {kimgs})")
+        return {
+            "dataset": dataset,
+            "kimg": kimg,
+            "points": [{"sampler": sampler, "nfe": nfe} for sampler, nfe in self.points(dataset, kimg)],
+            "seeds": f"0-{self.eval.num_samples - 1}",
+            "batch": self.eval.batch,
+            "stats": [paths.stats_file(dataset, e, mode) for e, mode in self.eval.spaces()],
+            "networks": {e: paths.network(e) for e in self.eval.extractors},
+            "keep_samples": self.eval.keep_samples,
+        }
 
     def _check_job(self, dataset: str, variant: str) -> None:
         if dataset not in self.datasets:
@@ -311,22 +322,33 @@ def _cross_check(path, data: dict) -> None:
     def fail(key: str, message: str):
         raise FdmError(f"{path}: {key}: {message}")
 
+    def check_nfe(key: str, sampler: str, nfe: int):
+        try:
+            names.steps_for_nfe(sampler, nfe)
+        except ValueError as err:
+            fail(key, f"NFE {nfe}: {err}")
+
     kimg, duration = data["snapshot_kimg"], data["duration_kimg"]
     if kimg != sorted(kimg) or kimg[-1] != duration:
         fail("snapshot_kimg", f"{kimg} must increase and end at duration_kimg ({duration})")
-    names = list(data["datasets"])
+    datasets = list(data["datasets"])
     for key in data["train"].get("datasets", {}):
-        if key not in names:
-            fail(f"train.datasets.{key}", f"not a dataset of this profile ({', '.join(names)})")
+        if key not in datasets:
+            fail(f"train.datasets.{key}", f"not a dataset of this profile ({', '.join(datasets)})")
     main = data["eval"]["main"]
     for key in main:
-        if key not in names:
-            fail(f"eval.main.{key}", f"not a dataset of this profile ({', '.join(names)})")
-    for name in names:
+        if key not in datasets:
+            fail(f"eval.main.{key}", f"not a dataset of this profile ({', '.join(datasets)})")
+    for name in datasets:
         if name not in main:
             fail("eval.main", f"missing key {name!r} (every dataset needs its main sampler and NFE)")
+    for key, point in main.items():
+        check_nfe(f"eval.main.{key}", point["sampler"], point["nfe"])
+    for sampler, nfes in data["eval"]["nfe_study"].items():
+        for nfe in nfes:
+            check_nfe(f"eval.nfe_study.{sampler}", sampler, nfe)
     extractors, modes = data["eval"]["extractors"], data["eval"]["modes"]
-    metrics = metric_names(extractors, modes)
+    metrics = names.metric_names(extractors, modes)
     if data["report"]["metric"] not in metrics:
         fail(
             "report.metric",
@@ -369,5 +391,4 @@ def load_params(path: str | Path) -> Params:
         tracking=Tracking(**data["tracking"]),
         report=Report(**data["report"]),
         gpus=Gpus(**data["gpus"]),
-        grid=_freeze(data["grid"]) if "grid" in data else None,
     )

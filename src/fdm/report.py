@@ -29,7 +29,6 @@ import dataclasses
 import json
 import math
 import os
-import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -37,12 +36,11 @@ import click
 import numpy as np
 from scipy import stats as scipy_stats
 
-from fdm import paper_results
+from fdm import paper_results, paths
 from fdm.atomic import atomic_write, atomic_write_text
-from fdm.config import BASELINE, Params, load_params
+from fdm.config import Params, load_params
 from fdm.errors import FdmError
-
-_RECORD_PATH = re.compile(r"s(?P<seed>\d+)/eval/(?P<kimg>\d+)/(?P<sampler>[a-z0-9_]+)-(?P<nfe>\d+)")
+from fdm.names import BASELINE
 
 CONFIDENCE = 0.95
 BOOTSTRAP_RESAMPLES = 2000
@@ -87,37 +85,36 @@ def t_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> Stat:
 # Reading ------------------------------------------------------------------------------------------------------
 
 
-def read_records(runs: str | os.PathLike, metric: str) -> list[Record]:
-    """Every metrics.json under ``runs`` as a Record of ``metric``; a malformed file is an FdmError."""
-    runs = Path(runs)
+def read_records(params: Params, runs: str | os.PathLike, metric: str) -> list[Record]:
+    """The ``metric`` of every evaluation of the profile whose metrics.json exists under ``runs``.
+
+    Only the profile's points are read (its models, snapshots and sampler/NFE points), so files left by
+    an earlier version of the profile do not enter the report; a malformed file is an FdmError.
+    """
     records = []
-    for path in sorted(runs.glob("*/*/s*/eval/*/*/metrics.json")):
-        dataset, variant, *rest = path.relative_to(runs).parent.parts
-        match = _RECORD_PATH.fullmatch("/".join(rest))
-        if match is None:
-            raise FdmError(f"{path}: expected runs/<dataset>/<variant>/s<seed>/eval/<kimg>/<sampler>-<nfe>/")
-        try:
-            metrics = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as err:
-            raise FdmError(f"{path}: not readable JSON ({err})") from None
-        if not isinstance(metrics, dict) or metric not in metrics:
-            found = ", ".join(sorted(metrics)) if isinstance(metrics, dict) else type(metrics).__name__
-            raise FdmError(f"{path}: no {metric!r} (found: {found})")
-        value = metrics[metric]
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            raise FdmError(f"{path}: {metric} is {value!r}, not a finite number")
-        records.append(
-            Record(
-                dataset=dataset,
-                variant=variant,
-                train_seed=int(match["seed"]),
-                kimg=int(match["kimg"]),
-                sampler=match["sampler"],
-                nfe=int(match["nfe"]),
-                value=float(value),
-            )
-        )
+    for dataset, variant, train_seed in params.models():
+        run_dir = paths.run(dataset, variant, train_seed, root=str(runs))
+        for kimg in params.snapshot_kimg:
+            for sampler, nfe in params.points(dataset, kimg):
+                path = Path(paths.metrics(run_dir, kimg, sampler, nfe))
+                if path.is_file():
+                    value = _metric(path, metric)
+                    records.append(Record(dataset, variant, train_seed, kimg, sampler, nfe, value))
     return records
+
+
+def _metric(path: Path, metric: str) -> float:
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise FdmError(f"{path}: not readable JSON ({err})") from None
+    if not isinstance(metrics, dict) or metric not in metrics:
+        found = ", ".join(sorted(metrics)) if isinstance(metrics, dict) else type(metrics).__name__
+        raise FdmError(f"{path}: no {metric!r} (found: {found})")
+    value = metrics[metric]
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise FdmError(f"{path}: {metric} is {value!r}, not a finite number")
+    return float(value)
 
 
 # Tables (pure) ------------------------------------------------------------------------------------------------
@@ -807,7 +804,7 @@ SPEEDUP_COLUMNS = (
 def write_report(params: Params, runs: str | os.PathLike, out: str | os.PathLike) -> list[Path]:
     """Write every table and plot of every dataset that has records; returns the files written."""
     metric = params.report.metric
-    records = [r for r in read_records(runs, metric) if r.dataset in params.datasets]
+    records = read_records(params, runs, metric)
     if not records:
         raise FdmError(
             f"no metrics.json with {metric} under {runs} for datasets {', '.join(params.datasets)}"

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-SAMPLERS = ("heun", "euler", "dpmpp_3s", "dpmpp_2m")
+from fdm.names import SAMPLERS, check_sampler, nfe, steps_for_nfe  # noqa: F401 -- re-exported: fdm.sampling.nfe
 
 Callback = Callable[[dict], None]
 
@@ -283,34 +283,6 @@ def dpmpp_3s_orders(num_steps: int) -> list[int]:
     return [3] * (num_outer - len(tail)) + tail
 
 
-_MIN_STEPS = {"heun": 1, "euler": 1, "dpmpp_3s": 2, "dpmpp_2m": 1}
-
-
-def _check_sampler(sampler: str) -> None:
-    if sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler {sampler!r}; expected one of {', '.join(SAMPLERS)}")
-
-
-def nfe(sampler: str, num_steps: int) -> int:
-    """Number of denoiser evaluations ``sample`` makes: heun 2N - 1, euler / dpmpp_3s / dpmpp_2m N."""
-    _check_sampler(sampler)
-    if num_steps < _MIN_STEPS[sampler]:
-        raise ValueError(f"{sampler} needs at least {_MIN_STEPS[sampler]} steps, got {num_steps}")
-    return 2 * num_steps - 1 if sampler == "heun" else num_steps
-
-
-def steps_for_nfe(sampler: str, nfe_value: int) -> int:
-    """The ``num_steps`` that gives exactly ``nfe_value`` evaluations (inverse of ``nfe``)."""
-    _check_sampler(sampler)
-    num_steps = (nfe_value + 1) // 2 if sampler == "heun" else nfe_value
-    if num_steps < _MIN_STEPS[sampler] or nfe(sampler, num_steps) != nfe_value:
-        rule = "2N - 1, i.e. odd" if sampler == "heun" else "N"
-        raise ValueError(
-            f"no step count N >= {_MIN_STEPS[sampler]} gives NFE {nfe_value} for {sampler} (its NFE is {rule})"
-        )
-    return num_steps
-
-
 # Entry point ------------------------------------------------------------------------------------------------
 
 
@@ -335,7 +307,7 @@ def sample(
     own sigma_min is 0.02, is also sampled down to 0.002). ``generators`` (one per image) feed Heun's
     churn noise; ``sampler_options`` go to the sampler (e.g. s_churn for heun).
     """
-    _check_sampler(sampler)
+    check_sampler(sampler)
     nfe(sampler, num_steps)  # validates num_steps
     sigma_max = min(sigma_max, denoiser.sigma_max)
     if sampler == "dpmpp_3s":

@@ -4,7 +4,8 @@
 # `--configfile FILE` (or params.yaml by default) and that file replaces params.yaml outright rather
 # than being merged into it; `--config key=value` overrides are refused, since the commands would not
 # see them. Every setting a job depends on is passed through its rule's `params:`, so editing one
-# reruns exactly the jobs that read it (Snakemake's params rerun trigger).
+# reruns exactly the jobs that read it (Snakemake's params rerun trigger). Every path comes from
+# fdm.paths, as dvc.yaml's literal templates do (tests/test_paths.py).
 
 import os
 
@@ -12,16 +13,11 @@ from snakemake.common.configfile import load_configfile
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from fdm import paths
+from fdm.config import SCHEMA_PATH, load_params
 from fdm.errors import FdmError
-from fdm.jobs import (
-    SAMPLES,
-    check_grid,
-    featnet_dataset,
-    grid,
-    snapshot_name,
-    stats_path,
-)
-from fdm.config import load_params
+from fdm.jobs import prepare_settings
+from fdm.names import EXTRACTORS
 
 
 def params_file():
@@ -39,87 +35,43 @@ def params_file():
 PARAMS_FILE = params_file()
 config.clear()
 config.update(load_configfile(PARAMS_FILE))
-validate(config, schema="../schemas/params.schema.yaml")
+validate(config, schema=str(SCHEMA_PATH))
 try:
     PARAMS = load_params(PARAMS_FILE)
-    check_grid(PARAMS)
-    GRID = grid(PARAMS)
 except FdmError as err:
     raise WorkflowError(str(err)) from None
-MEASURES = {measure["name"]: measure for measure in GRID["measures"]}
-KEEP_SAMPLES = bool(GRID["keep_samples"])
 
 
 wildcard_constraints:
-    dataset="[a-z][a-z0-9_]*",
+    dataset="|".join(PARAMS.datasets),
     variant="|".join(PARAMS.variants),
     train_seed=r"\d+",
     kimg=r"\d+",
-    sampler="heun|euler|dpmpp_3s|dpmpp_2m",
-    nfe=r"\d+",
-    measure="|".join(MEASURES),
-
-
-RUN = "runs/{dataset}/{variant}/s{train_seed}"
-
-
-def snapshot(wildcards, input):
-    """The snapshot file an evaluation samples from, in the snapshots folder beside the run's record."""
-    return f"{os.path.dirname(input.trained)}/snapshots/{snapshot_name(wildcards.kimg)}"
+    extractor="|".join(EXTRACTORS),
 
 
 def train_settings(wildcards):
-    """Everything `fdm train-config` reads for this job (the seed is derived from seed + identity)."""
-    dataset, variant = wildcards.dataset, wildcards.variant
-    return {
-        "settings": PARAMS.train.settings(dataset, variant),
-        "cond": PARAMS.datasets[dataset].cond,
-        "seed": PARAMS.seed,
-        "duration_kimg": PARAMS.duration_kimg,
-        "snapshot_kimg": list(PARAMS.snapshot_kimg),
-        "tracking": [PARAMS.tracking.enabled, PARAMS.tracking.experiment(dataset)],
-    }
+    """Everything `fdm train-config` writes for this job (the seed is derived from seed + identity)."""
+    return PARAMS.train_config(wildcards.dataset, wildcards.variant, int(wildcards.train_seed))
+
+
+def eval_plan(wildcards):
+    """Everything `fdm eval-config` writes for this snapshot milestone."""
+    return PARAMS.eval_plan(wildcards.dataset, int(wildcards.kimg))
 
 
 def dataset_entry(wildcards):
-    """The dataset's entry in the params: what `fdm prepare-dataset` reads."""
-    d = PARAMS.datasets[wildcards.dataset]
-    return [d.source, d.raw, d.resolution, d.channels, d.cond]
+    """What `fdm prepare-dataset` makes the dataset from (not its cond for digits and CIFAR-10)."""
+    return prepare_settings(PARAMS, wildcards.dataset)
 
 
-def unpack(options):
-    """A dict of options as DVC unpacks it in a command: `--key value` each."""
-    return " ".join(f"--{key} {value}" for key, value in options.items())
-
-
-def stats_files(wildcards):
-    """The reference statistics of the dataset in every feature space of the profile."""
-    return [stats_path(wildcards.dataset, measure) for measure in MEASURES]
-
-
-def stats_options(wildcards, input):
-    """`--stats FILE` per feature space, as grid.evaluations[].stats writes them for DVC."""
-    return " ".join(f"--stats {path}" for path in input.stats)
-
-
-def samples_option(wildcards, output):
-    """`--samples FILE` when the profile keeps the images, else nothing."""
-    return f"--samples {output.samples}" if KEEP_SAMPLES else ""
-
-
-def samples_output():
-    """samples.npz beside metrics.json when the profile keeps the images (eval.keep_samples)."""
-    if KEEP_SAMPLES:
-        return {"samples": f"{RUN}/eval/{{kimg}}/{{sampler}}-{{nfe}}/{SAMPLES}"}
-    return {}
+def stats_folders(wildcards):
+    """The reference statistics of the dataset for every feature extractor of the profile."""
+    return [paths.stats(wildcards.dataset, extractor) for extractor in PARAMS.eval.extractors]
 
 
 def evaluations():
-    """metrics.json of every evaluation of the profile."""
+    """The record of every evaluation job of the profile: one per model and snapshot milestone."""
     return [
-        f"{run}/eval/{e['kimg']}/{e['sampler']}-{e['nfe']}/metrics.json"
-        for d, v, s in PARAMS.models()
-        for run in [RUN.format(dataset=d, variant=v, train_seed=s)]
-        for e in GRID["evaluations"]
-        if e["dataset"] == d
+        paths.evaluated(paths.run(d, v, s), kimg) for d, v, s in PARAMS.models() for kimg in PARAMS.snapshot_kimg
     ]

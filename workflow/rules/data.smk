@@ -3,7 +3,7 @@
 
 rule prepare:
     output:
-        "data/{dataset}.zip",
+        paths.DATASET,
     log:
         "logs/prepare/{dataset}.log",
     conda:
@@ -16,45 +16,33 @@ rule prepare:
         " > {log} 2>&1"
 
 
-# The digits feature network (digitsnet scoring), trained on the profile's digits dataset.
-rule featnet:
-    input:
-        data=lambda wildcards: f"data/{featnet_dataset(PARAMS)}.zip",
+# One network per feature extractor of the profile: the digits network is trained (on the embedded
+# digits), Inception's weights are downloaded (the only job that needs the internet).
+rule feature_net:
     output:
-        net="data/digitsnet.pt",
-        info="data/digitsnet.json",
+        directory(paths.NETWORK),
     log:
-        "logs/featnet.log",
+        "logs/feature_net/{extractor}.log",
     conda:
         "../../environment.yml"
     shell:
-        "fdm featnet --data {input.data} --dest {output.net} > {log} 2>&1"
+        "fdm feature-net --extractor {wildcards.extractor} --dest {output} > {log} 2>&1"
 
 
-# Inception's TorchScript weights (Inception scoring): the only job that needs the network.
-rule fetch_inception:
-    output:
-        "data/inception/inception-2015-12-05.pt",
-    log:
-        "logs/fetch_inception.log",
-    conda:
-        "../../environment.yml"
-    shell:
-        "fdm fetch-inception --dir data/inception > {log} 2>&1"
-
-
-# One statistics file per (dataset, feature space); an evaluation reads all of its dataset's.
+# One job per (dataset, extractor): a statistics file per mode the profile scores the extractor in.
 rule ref_stats:
     input:
-        data="data/{dataset}.zip",
-        network=lambda wildcards: MEASURES[wildcards.measure]["network"],
+        data=paths.DATASET,
+        network=paths.NETWORK,
     output:
-        "data/stats/{dataset}/{measure}.npz",
+        directory(paths.STATS),
     log:
-        "logs/ref_stats/{dataset}.{measure}.log",
+        "logs/ref_stats/{dataset}.{extractor}.log",
     conda:
         "../../environment.yml"
     params:
-        options=lambda wildcards: unpack(MEASURES[wildcards.measure]["options"]),
+        file=PARAMS_FILE,
+        modes=lambda wildcards: list(PARAMS.eval.modes),
     shell:
-        "fdm ref-stats --data {input.data} --dest {output} {params.options} > {log} 2>&1"
+        "fdm ref-stats --params {params.file} --dataset {wildcards.dataset} --extractor {wildcards.extractor}"
+        " --dest {output} > {log} 2>&1"

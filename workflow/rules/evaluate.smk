@@ -1,31 +1,42 @@
-# Evaluation: sample a snapshot once and score it in every feature space of the profile (the paper's
-# two Inception modes), one job per (model, kimg, sampler, NFE). The images are kept as samples.npz
-# only when the profile sets eval.keep_samples.
+# Evaluation: one plan per snapshot milestone (its sampler/NFE points, seeds and scoring), then one job
+# per (model, milestone) that samples each point once and scores it in every feature space.
 
 
+# The plan changes only when this milestone's evaluations do: adding an NFE to the study reruns the
+# final snapshot's evaluations only.
+rule eval_config:
+    output:
+        paths.EVAL_PLAN,
+    log:
+        "logs/eval_config/{dataset}-{kimg}.log",
+    conda:
+        "../../environment.yml"
+    params:
+        file=PARAMS_FILE,
+        plan=eval_plan,
+    shell:
+        "fdm eval-config --params {params.file} --dataset {wildcards.dataset} --kimg {wildcards.kimg}"
+        " --dest {output} > {log} 2>&1"
+
+
+# The job's output is its record: the point folders (metrics.json, grid.png, timing.json, samples.npz)
+# are not declared, so a killed job's rerun keeps the points it finished. With gpus.evaluate > 1,
+# `fdm evaluate` starts itself under torchrun.
 rule evaluate:
     input:
-        trained="runs/{dataset}/{variant}/s{train_seed}/trained.json",
-        stats=stats_files,
+        plan=paths.EVAL_PLAN,
+        trained=paths.TRAINED,
+        stats=stats_folders,
     output:
-        **samples_output(),
-        metrics="runs/{dataset}/{variant}/s{train_seed}/eval/{kimg}/{sampler}-{nfe}/metrics.json",
-        grid="runs/{dataset}/{variant}/s{train_seed}/eval/{kimg}/{sampler}-{nfe}/grid.png",
+        record=paths.EVALUATED,
     log:
-        "logs/evaluate/{dataset}-{variant}-s{train_seed}-{kimg}-{sampler}-{nfe}.log",
+        "logs/evaluate/{dataset}-{variant}-s{train_seed}-{kimg}.log",
     conda:
         "../../environment.yml"
     resources:
         gpu=PARAMS.gpus.evaluate,
     params:
-        launch=GRID["launch"]["evaluate"],
-        snapshot=snapshot,
-        seeds=GRID["seeds"],
-        batch=PARAMS.eval.batch,
-        scoring=unpack(GRID["scoring"]),
-        stats=stats_options,
-        samples=samples_option,
+        run=paths.RUN,
     shell:
-        "{params.launch} --snapshot {params.snapshot} --sampler {wildcards.sampler} --nfe {wildcards.nfe}"
-        " --seeds {params.seeds} --batch {params.batch} {params.scoring} {params.stats}"
-        " --dest {output.metrics} --grid {output.grid} {params.samples} > {log} 2>&1"
+        "fdm evaluate --config {input.plan} --run {params.run} --gpus {resources.gpu}"
+        " --record {output.record} > {log} 2>&1"

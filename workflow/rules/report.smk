@@ -1,11 +1,11 @@
-# The paper's tables and plots from every metrics.json of the profile.
+# The paper's tables and plots from the evaluations of the profile.
 
 
 rule report:
     input:
         evaluations(),
     output:
-        directory("reports"),
+        directory(paths.REPORTS),
     log:
         "logs/report.log",
     conda:
@@ -14,24 +14,28 @@ rule report:
         file=PARAMS_FILE,
         report=config["report"],
         layout=[
-            PARAMS.variants,
-            PARAMS.duration_kimg,
-            config["eval"]["main"],
             config["datasets"],
+            config["variants"],
+            config["train_seeds"],
+            config["duration_kimg"],
+            config["snapshot_kimg"],
+            config["eval"]["main"],
+            config["eval"]["nfe_study"],
         ],
     shell:
         "fdm report --params {params.file} --runs runs --out {output} > {log} 2>&1"
 
 
-# MLflow, a view of the files above (docs/tracking.md): a run per model, nested evaluation runs, the
-# report as artifacts. Best effort: with MLflow unreachable the marker says "logged": false and the job
-# still succeeds; `fdm track` (or `snakemake --forcerun track`) logs everything later.
+# MLflow, a view of the files above (docs/tracking.md): a run per model with its FID curves, nested
+# evaluation runs, the report as artifacts. Best effort: with MLflow unreachable the marker says
+# "logged": false and the job still succeeds; `fdm track` (or `snakemake --forcerun track`) logs
+# everything later.
 rule track:
     input:
         evaluations(),
         rules.report.output,
     output:
-        "mlflow_runs.json",
+        paths.TRACKED,
     log:
         "logs/track.log",
     conda:

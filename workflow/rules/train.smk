@@ -4,7 +4,7 @@
 # train.json changes only when this job's settings do, so editing one variant reruns its chain only.
 rule train_config:
     output:
-        "runs/{dataset}/{variant}/s{train_seed}/train.json",
+        paths.TRAIN_CONFIG,
     log:
         "logs/train_config/{dataset}-{variant}-s{train_seed}.log",
     conda:
@@ -20,13 +20,14 @@ rule train_config:
 # The job's output is the run's record (snapshot digests), written once training is complete: the
 # snapshots, state.pt and train.jsonl are not declared, so that Snakemake never deletes them and a
 # killed job's rerun resumes from state.pt; an edited train.json starts the run over
-# (--restart-on-change).
+# (--restart-on-change). With gpus.train > 1, `fdm train` starts itself under torchrun; the GPU count is
+# how the job runs, not what it computes, so it is a resource and no rerun trigger.
 rule train:
     input:
-        config="runs/{dataset}/{variant}/s{train_seed}/train.json",
-        data="data/{dataset}.zip",
+        config=paths.TRAIN_CONFIG,
+        data=paths.DATASET,
     output:
-        record="runs/{dataset}/{variant}/s{train_seed}/trained.json",
+        record=paths.TRAINED,
     log:
         "logs/train/{dataset}-{variant}-s{train_seed}.log",
     conda:
@@ -34,8 +35,7 @@ rule train:
     resources:
         gpu=PARAMS.gpus.train,
     params:
-        launch=GRID["launch"]["train"],
-        outdir=lambda wildcards, output: os.path.dirname(output.record),
+        outdir=paths.RUN,
     shell:
-        "{params.launch} --config {input.config} --data {input.data} --outdir {params.outdir}"
+        "fdm train --config {input.config} --data {input.data} --outdir {params.outdir} --gpus {resources.gpu}"
         " --restart-on-change --record {output.record} > {log} 2>&1"

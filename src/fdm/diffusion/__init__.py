@@ -11,8 +11,8 @@ import dataclasses
 from fdm.diffusion.denoiser import Denoiser
 from fdm.diffusion.fdm import FDM
 from fdm.diffusion.formulations import BASES, EDM, VE, VP, Formulation
+from fdm.names import FORMULATIONS
 
-FORMULATIONS = ("vp", "ve", "edm", "fdm_vp", "fdm_ve", "fdm_edm")
 _FDM_FIELDS = ("multiplier", "warmup")
 
 

@@ -69,56 +69,66 @@ def featnet_command(data, dest, seed, epochs, min_accuracy):
     """
     from fdm.data.reader import ImageDataset
     from fdm.digest import file_sha256
-    from fdm.metrics.featnet import info_path, save_featnet, train_featnet
+    from fdm.metrics.featnet import save_if_accurate
 
     dataset = ImageDataset(data)
     if dataset.labels is None:
         raise FdmError(f"{data} has no labels; the feature network is a classifier and needs them")
-    net, info = train_featnet(dataset.images.transpose(0, 2, 3, 1), dataset.labels, seed=seed, epochs=epochs)
-    accuracy = info["held_out_accuracy"]
-    if accuracy < min_accuracy:
-        raise FdmError(
-            f"held-out accuracy {accuracy:.4f} is below --min-accuracy {min_accuracy}; nothing written"
-        )
-    save_featnet(dest, net, {**info, "dataset": str(data), "dataset_sha256": file_sha256(data)})
-    click.echo(
-        f"held-out accuracy {accuracy:.4f} ({info['held_out_count']} images); wrote {dest} and {info_path(dest)}"
-    )
+    about = {"dataset": str(data), "dataset_sha256": file_sha256(data)}
+    images = dataset.images.transpose(0, 2, 3, 1)
+    click.echo(save_if_accurate(dest, images, dataset.labels, about, seed, epochs, min_accuracy))
 
 
 @click.command("ref-stats")
-@click.option("--data", required=True, type=click.Path(dir_okay=False), help="Prepared dataset zip.")
+@click.option("--data", type=click.Path(dir_okay=False), help="Prepared dataset zip.")
 @click.option(
-    "--dest", required=True, type=click.Path(dir_okay=False), help="Statistics file to write (.npz)."
+    "--dest",
+    required=True,
+    type=click.Path(),
+    help="Statistics file to write (.npz); with --params, the folder of one file per mode.",
 )
 @extractor_options
 @click.option("--batch", "batch_size", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--device", help="cpu, cuda ... [default: cuda if available, else cpu]")
-def ref_stats_command(data, dest, extractor, mode, featnet, inception_dir, batch_size, device):
+@click.option(
+    "--params",
+    "params_path",
+    type=click.Path(dir_okay=False),
+    help="A profile: the pipeline's form, with --dataset and --extractor (data, network and modes from it).",
+)
+@click.option("--dataset", help="With --params: a dataset of the profile.")
+def ref_stats_command(
+    data, dest, extractor, mode, featnet, inception_dir, batch_size, device, params_path, dataset
+):
     """Reference statistics of a whole prepared dataset (no flips), for FID and KID.
 
     \b
-    fdm ref-stats --data data/digits.zip --extractor digitsnet --featnet data/digitsnet.pt \\
-        --dest data/digits.digitsnet.stats.npz
-    fdm ref-stats --data data/cifar10.zip --mode legacy_tensorflow \\
-        --dest data/cifar10.inception_legacy_tensorflow.stats.npz
+    fdm ref-stats --data data/digits.zip --extractor digitsnet --featnet data/networks/digitsnet/digitsnet.pt \\
+        --dest digits.digitsnet.npz
+    fdm ref-stats --data data/cifar10.zip --mode legacy_tensorflow --dest cifar10.legacy_tensorflow.npz
+    fdm ref-stats --params params.yaml --dataset digits --extractor digitsnet --dest data/stats/digits/digitsnet
     """
-    from fdm.data.reader import ImageDataset
-    from fdm.digest import file_sha256
-    from fdm.generate import resolve_device
-    from fdm.metrics.stats import reference_stats, save_stats
+    from fdm.distributed import resolve_device
 
+    if params_path is not None:
+        from fdm.config import load_params
+        from fdm.jobs import reference_stats
+
+        if data or mode or featnet or inception_dir or not dataset:
+            raise FdmError(
+                "with --params give --dataset, --extractor and --dest only (the rest is the profile's)"
+            )
+        for path in reference_stats(
+            load_params(params_path), dataset, extractor, dest, resolve_device(device)
+        ):
+            click.echo(f"wrote {path}")
+        return
+    from fdm.metrics.stats import dataset_stats
+
+    if data is None or dataset is not None:
+        raise FdmError("give --data (or --params with --dataset)")
     feature_extractor = open_extractor(extractor, mode, resolve_device(device), featnet, inception_dir)
-    dataset = ImageDataset(data, use_labels=False)
-    stats = reference_stats(
-        feature_extractor,
-        dataset.images.transpose(0, 2, 3, 1),
-        dataset=dataset.path.name,
-        dataset_sha256=file_sha256(data),
-        batch_size=batch_size,
-        progress=True,
-    )
-    save_stats(dest, stats)
+    stats = dataset_stats(data, dest, feature_extractor, batch_size)
     click.echo(
         f"wrote {feature_extractor.name}/{feature_extractor.mode} statistics of {stats.count} images to {dest}"
     )
@@ -138,9 +148,10 @@ def fid_command(samples, stats, dest, extractor, mode, featnet, inception_dir, b
     fdm fid --samples samples.npz --extractor digitsnet --featnet data/digitsnet.pt \\
         --stats data/digits.digitsnet.stats.npz --dest metrics.json
     """
-    from fdm.generate import load_samples, resolve_device
+    from fdm.distributed import resolve_device
     from fdm.metrics.scores import score, write_metrics
     from fdm.metrics.stats import check_matches, embed, load_stats
+    from fdm.samples import load_samples
 
     ref = load_stats(stats)
     feature_extractor = open_extractor(extractor, mode, resolve_device(device), featnet, inception_dir)

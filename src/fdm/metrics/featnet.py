@@ -84,7 +84,9 @@ def train_featnet(
     train_idx, test_idx = train_test_split(
         np.arange(len(labels)), test_size=holdout, stratify=labels, random_state=seed
     )
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float()
+    # Canonical NCHW strides: with one channel, an [N, H, W, 1] array and the transpose of an [N, 1, H, W] one
+    # hold the same values with different strides, and the convolutions' results depend on the layout.
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).to(torch.float32, memory_format=torch.contiguous_format)
     y = torch.from_numpy(labels)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # The network is tiny: more threads only add overhead (and contention).
@@ -147,3 +149,31 @@ def save_featnet(path: str | os.PathLike, net: DigitsNet, info: dict) -> None:
         Path(tmp).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
 
     atomic_write(info_path(path), write)
+
+
+def make_digitsnet(
+    dest: str | os.PathLike, seed: int = 0, epochs: int = 12, min_accuracy: float = 0.97
+) -> str:
+    """Train the digits feature network on the embedded digits (``fdm.data.digits``, what every prepared
+    ``digits`` dataset holds) and save it as ``save_if_accurate`` does; returns a summary line."""
+    from fdm.data.digits import digits_items
+
+    items = list(digits_items())
+    images = np.stack([item.pixels for item in items])
+    labels = np.array([item.label for item in items], dtype=np.int64)
+    return save_if_accurate(dest, images, labels, {"dataset": "embedded digits"}, seed, epochs, min_accuracy)
+
+
+def save_if_accurate(
+    dest, images: np.ndarray, labels: np.ndarray, about: dict, seed: int, epochs: int, min_accuracy: float
+) -> str:
+    """Train on uint8 ``images`` [N, H, W, C] and ``labels``; write the network to ``dest`` (and its report,
+    with ``about`` the data it learnt from) only if its held-out accuracy reaches ``min_accuracy``."""
+    net, info = train_featnet(images, labels, seed=seed, epochs=epochs)
+    accuracy = info["held_out_accuracy"]
+    if accuracy < min_accuracy:
+        raise FdmError(
+            f"held-out accuracy {accuracy:.4f} is below the minimum {min_accuracy}; nothing written"
+        )
+    save_featnet(dest, net, {**info, **about})
+    return f"held-out accuracy {accuracy:.4f} ({info['held_out_count']} images); wrote {dest} and {info_path(dest)}"

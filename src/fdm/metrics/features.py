@@ -33,12 +33,10 @@ from tqdm import tqdm
 
 from fdm.digest import file_sha256
 from fdm.errors import FdmError
+from fdm.names import DIGITSNET_MODE, EXTRACTORS, INCEPTION_MODES
+from fdm.paths import DIGITSNET_FILE, INCEPTION_FILE
 
-INCEPTION_FILE = "inception-2015-12-05.pt"
 INCEPTION_URL = f"https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/{INCEPTION_FILE}"
-INCEPTION_MODES = ("clean", "legacy_tensorflow")
-DIGITSNET_MODE = "native"  # The digits network sees the images at their own resolution.
-EXTRACTORS = ("inception", "digitsnet")
 
 
 def inception_dir() -> Path:
@@ -173,6 +171,15 @@ def build_extractor(
     raise FdmError(f"unknown feature extractor {name!r}; expected one of {', '.join(EXTRACTORS)}")
 
 
+def open_network(
+    extractor: str, mode: str, folder: str | os.PathLike, device: str | torch.device = "cpu"
+) -> FeatureExtractor:
+    """The extractor ``extractor`` in ``mode`` from the pipeline's network folder (``fdm.paths.network``)."""
+    if extractor == "digitsnet":
+        return build_extractor(extractor, mode, device, featnet=Path(folder) / DIGITSNET_FILE)
+    return build_extractor(extractor, mode, device, inception_folder=folder)
+
+
 def _inception(mode: str, device: torch.device, path: Path) -> FeatureExtractor:
     """clean-fid's Inception pipeline: its resizer for ``mode``, then its TorchScript wrapper."""
     from cleanfid.fid import get_batch_features
@@ -203,9 +210,11 @@ def _inception(mode: str, device: torch.device, path: Path) -> FeatureExtractor:
 
 
 def _digitsnet(path: Path, device: torch.device) -> FeatureExtractor:
-    """The digits feature network: native-resolution images in [0, 255] to its penultimate features."""
-    from cleanfid.fid import get_batch_features
+    """The digits feature network: native-resolution images in [0, 255] to its penultimate features.
 
+    Run as clean-fid's ``get_batch_features`` runs a network (no_grad, to the device, back as numpy),
+    without importing clean-fid, which pulls in torchvision: digits scoring never needs Inception.
+    """
     if not path.is_file():
         raise FdmError(f"digits feature network {path} does not exist: run `fdm featnet` first")
     try:
@@ -221,6 +230,7 @@ def _digitsnet(path: Path, device: torch.device) -> FeatureExtractor:
                 f"the digits network takes images [N, {', '.join(map(str, shape))}], got {list(images.shape)}"
             )
         batch = torch.from_numpy(images).permute(0, 3, 1, 2).float()
-        return get_batch_features(batch, model, device)
+        with torch.no_grad():
+            return model(batch.to(device)).cpu().numpy()
 
     return FeatureExtractor("digitsnet", DIGITSNET_MODE, weights_sha256(model), embed)

@@ -12,26 +12,14 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 from cleanfid.fid import frechet_distance, kernel_distance
 
-from fdm.atomic import atomic_write
+from fdm.atomic import atomic_write_text
 from fdm.errors import FdmError
-from fdm.metrics.features import DIGITSNET_MODE
 from fdm.metrics.stats import ReferenceStats, feature_moments
-
-
-def measure_name(extractor: str, mode: str) -> str:
-    """A feature space's name: the extractor, plus the mode unless the extractor has only one
-    (``digitsnet``, ``inception_clean``); stats files and metric names carry it."""
-    return extractor if mode == DIGITSNET_MODE else f"{extractor}_{mode}"
-
-
-def metric_name(kind: str, extractor: str, mode: str) -> str:
-    """``fid``/``kid`` + the feature space: ``fid_inception_legacy_tensorflow``, ``kid_digitsnet``."""
-    return f"{kind}_{measure_name(extractor, mode)}"
+from fdm.names import measure_name, metric_name
 
 
 def fid(features: np.ndarray, mu_ref: np.ndarray, sigma_ref: np.ndarray) -> float:
@@ -76,16 +64,12 @@ def scored_with(ref: ReferenceStats) -> dict:
     }
 
 
-def write_metrics(
-    path: str | os.PathLike,
-    values: dict[str, float],
-    refs: Sequence[ReferenceStats],
-    num_samples: int,
-    **provenance,
+def metrics_record(
+    values: dict[str, float], refs: Sequence[ReferenceStats], num_samples: int, **provenance
 ) -> dict:
-    """Write ``metrics.json`` atomically and return its record: the values at the top level, by metric name
-    (as ``fdm report`` and ``dvc metrics`` read them), then what they were measured with and ``provenance``
-    (sampler, num_steps, nfe, seeds, snapshot, snapshot_sha256 ...).
+    """The record of ``metrics.json``: the values at the top level, by metric name (as ``fdm report`` and
+    ``dvc metrics`` read them), then what they were measured with and ``provenance`` (sampler, num_steps,
+    nfe, seeds, snapshot, snapshot_sha256 ...).
 
     One feature space (one statistics file in ``refs``): its extractor, mode, extractor_sha256 and reference
     at the top level. Several (the paper's two Inception modes): the same four per space under
@@ -95,7 +79,17 @@ def write_metrics(
         measured = scored_with(refs[0])
     else:
         measured = {"scoring": {measure_name(ref.extractor, ref.mode): scored_with(ref) for ref in refs}}
-    record = {**values, "num_samples": int(num_samples), **measured, **provenance}
-    text = json.dumps(record, indent=2, sort_keys=True) + "\n"
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+    return {**values, "num_samples": int(num_samples), **measured, **provenance}
+
+
+def write_metrics(
+    path: str | os.PathLike,
+    values: dict[str, float],
+    refs: Sequence[ReferenceStats],
+    num_samples: int,
+    **provenance,
+) -> dict:
+    """Write ``metrics.json`` (``metrics_record``) atomically and return its record."""
+    record = metrics_record(values, refs, num_samples, **provenance)
+    atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
     return record

@@ -78,6 +78,27 @@ def reference_stats(
     )
 
 
+def dataset_stats(
+    data: str | os.PathLike, dest: str | os.PathLike, extractor: FeatureExtractor, batch_size: int = 256
+) -> ReferenceStats:
+    """Reference statistics of every image of a prepared dataset zip (no flips, as EDM's ``fid.py ref``),
+    written to ``dest``."""
+    from fdm.data.reader import ImageDataset
+    from fdm.digest import file_sha256
+
+    dataset = ImageDataset(data, use_labels=False)
+    stats = reference_stats(
+        extractor,
+        dataset.images.transpose(0, 2, 3, 1),
+        dataset=dataset.path.name,
+        dataset_sha256=file_sha256(data),
+        batch_size=batch_size,
+        progress=True,
+    )
+    save_stats(dest, stats)
+    return stats
+
+
 def save_stats(path: str | os.PathLike, stats: ReferenceStats) -> None:
     """Write ``stats`` to an ``.npz`` file atomically."""
 

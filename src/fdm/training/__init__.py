@@ -7,6 +7,6 @@ docs/training.md.
 from __future__ import annotations
 
 from fdm.training.config import TrainConfig
-from fdm.training.loop import LOG_FILE, SNAPSHOT_DIR, STATE_FILE, snapshot_name, snapshot_path, train
+from fdm.training.loop import LOG_FILE, SNAPSHOT_DIR, STATE_FILE, snapshot_path, train
 
-__all__ = ["LOG_FILE", "SNAPSHOT_DIR", "STATE_FILE", "TrainConfig", "snapshot_name", "snapshot_path", "train"]
+__all__ = ["LOG_FILE", "SNAPSHOT_DIR", "STATE_FILE", "TrainConfig", "snapshot_path", "train"]

@@ -14,6 +14,7 @@ import sys
 import click
 
 from fdm.errors import FdmError
+from fdm.names import FORMULATIONS
 
 
 def _float_list(value: str) -> list[float]:
@@ -31,7 +32,7 @@ _OPTIONS = [
     (
         "--formulation",
         "formulation",
-        click.Choice(["vp", "ve", "edm", "fdm_vp", "fdm_ve", "fdm_edm"]),
+        click.Choice(FORMULATIONS),
         "Diffusion formulation.",
     ),
     ("--arch", "arch", click.Choice(["ddpmpp", "ncsnpp"]), "Network architecture."),
@@ -58,6 +59,12 @@ _OPTIONS = [
     ("--loss-scaling", "loss_scaling", float, "Static loss scale (fp16)."),
     ("--threads", "threads", int, "CPU threads (bitwise results on the CPU need the same count)."),
     ("--experiment", "experiment", str, "MLflow experiment name."),
+    (
+        "--gpus",
+        "gpus",
+        int,
+        "GPUs of the job: 0 the CPU; more than 1 starts it under torchrun, one process each.",
+    ),
 ]
 _FLAGS = [
     ("--cond/--uncond", "cond", "Class conditioning on the dataset labels."),
@@ -101,6 +108,7 @@ def _with_options(command):
 @_with_options
 def train_command(config_file, fdm_multiplier, fdm_warmup, restart_on_change, record, **options) -> None:
     """Train one model (or resume it from OUTDIR/state.pt); snapshots go to OUTDIR/snapshots/."""
+    from fdm.distributed import relaunch
     from fdm.training import TrainConfig, train
 
     values: dict = {}
@@ -125,7 +133,9 @@ def train_command(config_file, fdm_multiplier, fdm_warmup, restart_on_change, re
     overrides = {key: value for key, value in overrides.items() if value is not None}
     if overrides:
         values["formulation_options"] = {**values.get("formulation_options", {}), **overrides}
-    outdir = train(TrainConfig.from_dict(values), restart_on_change=restart_on_change, record=record)
+    cfg = TrainConfig.from_dict(values)
+    relaunch(cfg.gpus)
+    outdir = train(cfg, restart_on_change=restart_on_change, record=record)
     if os.environ.get("RANK", "0") == "0":
         click.echo(f"trained {outdir}", err=True)
 

@@ -1,6 +1,6 @@
 """``TrainConfig``: every setting of one training run, as one frozen dataclass.
 
-Defaults are the EDM/FDM recipe (paper digest section 2): Adam at 1e-3 with a 10-Mimg linear
+Defaults are the EDM/FDM recipe (EDM arXiv 2206.00364, appendix F; the authors' train.py): Adam at 1e-3 with a 10-Mimg linear
 ramp-up, EMA half-life 0.5 Mimg with ramp-up ratio 0.05, batch 512, fp32, DDPM++ with 128 channels
 and 4 blocks per resolution. Durations and milestones are in kimg (thousands of images seen).
 """
@@ -33,11 +33,12 @@ RESUMABLE_CHANGES = frozenset(
         "tracking",
         "experiment",
         "progress",
+        "gpus",
     }
 )
 # Settings that do not describe the model or its training; left out of the snapshots' config.
 RUNTIME_ONLY = frozenset(
-    {"outdir", "device", "deterministic", "threads", "tracking", "experiment", "progress"}
+    {"outdir", "device", "deterministic", "threads", "tracking", "experiment", "progress", "gpus"}
 )
 
 
@@ -85,6 +86,9 @@ class TrainConfig:
     tracking: bool = False
     experiment: str = "fdm"  # MLflow experiment name when tracking.
     progress: bool = True
+    gpus: int = (
+        0  # GPUs of the job; with more than 1, `fdm train` starts itself under torchrun, one process each.
+    )
 
     def __post_init__(self):
         for name in ("channel_mult", "attn_resolutions", "snapshot_kimg"):
@@ -129,6 +133,7 @@ class TrainConfig:
         )
         need(self.loss_scaling > 0, "loss_scaling must be positive")
         need(self.threads is None or self.threads > 0, f"threads must be positive, got {self.threads}")
+        need(self.gpus is None or self.gpus >= 0, f"gpus must be >= 0, got {self.gpus}")
         need(isinstance(self.seed, int) and not isinstance(self.seed, bool), "seed must be an integer")
 
     @classmethod

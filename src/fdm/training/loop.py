@@ -41,31 +41,27 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from fdm import paths
 from fdm.atomic import atomic_write_text
+from fdm.distributed import World, all_reduce_sum, device_for, join, leave
 from fdm.errors import FdmError
 from fdm.seeding import derive_seed, generator
 from fdm.training.augment import AUGMENT_DIM, augment, draw_augment_params
 from fdm.training.config import RUNTIME_ONLY, TrainConfig
-from fdm.training.distributed import World, all_reduce_sum, close_world, configure_numerics, init_world
 from fdm.training.ema import ema_beta, update_ema
+from fdm.training.numerics import configure_numerics
 from fdm.training.state import STATE_FORMAT, load_state, save_state
 
-SNAPSHOT_DIR = "snapshots"
-STATE_FILE = "state.pt"
-LOG_FILE = "train.jsonl"
+SNAPSHOT_DIR, STATE_FILE, LOG_FILE = paths.SNAPSHOT_DIR, paths.STATE_FILE, paths.LOG_FILE
+NOT_METRICS = ("kimg", "started", "time")  # train.jsonl fields that are not training curves
+
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
 
 
-def snapshot_name(kimg: float) -> str:
-    """File name of the milestone snapshot at ``kimg``: ``000200.safetensors``, ``000000.064.safetensors``."""
-    stem = f"{int(kimg):06d}" if float(kimg).is_integer() else f"{kimg:010.3f}".rstrip("0")
-    return f"{stem}.safetensors"
-
-
 def snapshot_path(run_dir, kimg: float) -> Path:
-    """Where ``fdm train`` writes the snapshot of milestone ``kimg`` in ``run_dir``."""
-    return Path(run_dir) / SNAPSHOT_DIR / snapshot_name(kimg)
+    """Where ``fdm train`` writes the snapshot of milestone ``kimg`` in ``run_dir`` (``fdm.paths.snapshot``)."""
+    return Path(paths.snapshot(str(run_dir), kimg))
 
 
 def learning_rate(cfg: TrainConfig, images_seen: int) -> float:
@@ -214,6 +210,12 @@ class TrainingRun:
             int(state["step"]),
             state["log_bytes"],
         )
+        missing = passed_milestones_missing(self.cfg, self.images_seen)
+        if missing:
+            raise FdmError(
+                f"{self.run_dir}: no snapshot at {', '.join(f'{m:g}' for m in missing)} kimg, which the saved "
+                f"state ({self.images_seen / 1000:g} kimg) is past; train from scratch (--restart-on-change)"
+            )
         return True
 
     def save_state(self) -> None:
@@ -378,6 +380,7 @@ class TrainingRun:
             desc="resumed" if resumed else "training",
         )
         tick_loss, tick_images, tick_start = 0.0, 0, time.perf_counter()
+        started = time.time()  # wall clock, in train.jsonl: a run's span for tracking
         status = "FAILED"
         try:
             while self.images_seen < duration:
@@ -398,6 +401,8 @@ class TrainingRun:
                         "images_per_s": tick_images / max(elapsed, 1e-9),
                         "lr": learning_rate(cfg, self.images_seen - cfg.batch),
                         "peak_memory_gb": peak_memory_gb(self.device),
+                        "started": started,
+                        "time": time.time(),
                     }
                     bar.set_postfix(kimg=f"{record['kimg']:g}", loss=f"{record['loss']:.4g}")
                     if log is not None:
@@ -405,7 +410,7 @@ class TrainingRun:
                         log.flush()
                         self.log_bytes = log.tell()
                     tracker.log_metrics(
-                        {k: v for k, v in record.items() if k != "kimg"}, step=self.images_seen
+                        {k: v for k, v in record.items() if k not in NOT_METRICS}, step=self.images_seen
                     )
                     next_tick = (math.floor(self.images_seen / tick_nimg) + 1) * tick_nimg
                     tick_loss, tick_images, tick_start = 0.0, 0, time.perf_counter()
@@ -420,31 +425,53 @@ class TrainingRun:
             tracker.close(status)
 
 
+def passed_milestones_missing(cfg: TrainConfig, images_seen: int) -> list[float]:
+    """Milestones at or before ``images_seen`` whose snapshot file is not in the run folder (e.g. added to
+    ``snapshot_kimg`` after training went past them)."""
+    return [
+        kimg
+        for kimg in cfg.milestones_kimg()
+        if kimg * 1000 <= images_seen and not snapshot_path(cfg.outdir, kimg).is_file()
+    ]
+
+
 def discard_stale_run(cfg: TrainConfig) -> list[str]:
-    """Delete the run in ``cfg.outdir`` if its state.pt was written with other settings; returns them.
+    """Delete the run in ``cfg.outdir`` if it cannot continue as ``cfg`` asks; returns why.
 
     A pipeline reruns a training job both after a kill (same settings: resume) and after its settings
-    were edited (start over); this tells the two apart. Settings that may change on resume
-    (``RESUMABLE_CHANGES``, e.g. a longer ``duration_kimg``) do not count.
+    were edited: it starts over where the saved state.pt was written with other settings (settings that
+    may change on resume, ``RESUMABLE_CHANGES`` such as a longer ``duration_kimg``, do not count), or
+    where a snapshot milestone was added that the state is already past. On the CPU the new run
+    reproduces the old snapshots bit for bit.
     """
     run_dir = Path(cfg.outdir)
     state_path = run_dir / STATE_FILE
     if not state_path.is_file():
         return []
-    differ = cfg.resume_mismatch(load_state(state_path)["config"])
-    if differ:
+    state = load_state(state_path)
+    missing = passed_milestones_missing(cfg, int(state["images_seen"]))
+    reasons = cfg.resume_mismatch(state["config"])
+    if missing:
+        reasons.append(f"snapshot_kimg ({', '.join(f'{m:g}' for m in missing)} kimg already passed)")
+    if reasons:
         shutil.rmtree(run_dir / SNAPSHOT_DIR, ignore_errors=True)
         (run_dir / LOG_FILE).unlink(missing_ok=True)
         state_path.unlink()
-    return differ
+    return reasons
 
 
-def snapshot_record(run_dir: Path) -> dict:
-    """A finished run's record: every snapshot's file name and SHA-256, in kimg order."""
+def snapshot_record(cfg: TrainConfig) -> dict:
+    """A finished run's record: the file name and SHA-256 of the snapshot of every milestone, in kimg order."""
     from fdm.digest import file_sha256
 
-    paths = sorted((run_dir / SNAPSHOT_DIR).glob("*.safetensors"))
-    return {"run": str(run_dir), "snapshots": {path.name: file_sha256(path) for path in paths}}
+    run_dir = Path(cfg.outdir)
+    return {
+        "run": str(run_dir),
+        "snapshots": {
+            paths.snapshot_name(kimg): file_sha256(snapshot_path(run_dir, kimg))
+            for kimg in cfg.milestones_kimg()
+        },
+    }
 
 
 def train(cfg: TrainConfig, restart_on_change: bool = False, record: str | os.PathLike | None = None) -> Path:
@@ -458,7 +485,7 @@ def train(cfg: TrainConfig, restart_on_change: bool = False, record: str | os.Pa
     rerun resumes from state.pt instead of the workflow tool deleting the run folder.
     """
     is_main = os.environ.get("RANK", "0") == "0"
-    if restart_on_change and is_main:  # before init_world: the other ranks wait there until rank 0 is done
+    if restart_on_change and is_main:  # before join: the other ranks wait there until rank 0 is done
         differ = discard_stale_run(cfg)
         if differ:
             print(
@@ -468,11 +495,11 @@ def train(cfg: TrainConfig, restart_on_change: bool = False, record: str | os.Pa
     configure_numerics(cfg.deterministic, cfg.tf32)
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
-    world = init_world(cfg.device)
+    world = join(device_for(cfg.gpus, cfg.device))
     try:
         TrainingRun(cfg, world).run()
     finally:
-        close_world(world)
+        leave(world)
     if record is not None and is_main:
-        atomic_write_text(record, json.dumps(snapshot_record(Path(cfg.outdir)), indent=2) + "\n")
+        atomic_write_text(record, json.dumps(snapshot_record(cfg), indent=2) + "\n")
     return Path(cfg.outdir)

@@ -1,4 +1,5 @@
-"""Seeded sampling (`fdm sample`), sample files, and the one-pass `fdm evaluate`, on a tiny random network."""
+"""Seeded sampling (`fdm sample`) and the one-pass `fdm evaluate`, single points and snapshot plans, on a
+tiny random network."""
 
 import json
 import os
@@ -18,18 +19,10 @@ from fdm.cli import main
 from fdm.data.archive import Item, write_archive
 from fdm.diffusion import formulation
 from fdm.digest import file_sha256
-from fdm.errors import FdmError
-from fdm.generate import (
-    Samples,
-    format_seeds,
-    generate_all,
-    load_samples,
-    parse_seeds,
-    quantize,
-    save_samples,
-)
+from fdm.generation.generate import generate_all
 from fdm.metrics.featnet import DigitsNet, save_featnet
 from fdm.nets import build
+from fdm.samples import load_samples
 from fdm.snapshot import load_denoiser, save_snapshot
 
 NETWORK = dict(
@@ -65,39 +58,24 @@ def one_line_error(result, *fragments):
         assert fragment in message, message
 
 
-def test_quantize_is_edm_rounding_by_truncation():
-    x = torch.tensor([-1.5, -1.0, -0.997, 0.0, 0.5, 0.999, 1.0, 2.0], dtype=torch.float64).reshape(1, 1, 1, 8)
-    expected = [0, 0, 0, 128, 191, 255, 255, 255]  # clip(x * 127.5 + 128, 0, 255), truncated.
-    assert quantize(x).ravel().tolist() == expected
-    assert quantize(x).shape == (1, 1, 8, 1)
-
-
-def test_seed_lists():
-    assert parse_seeds("0-3,7, 10-11") == [0, 1, 2, 3, 7, 10, 11]
-    assert format_seeds(parse_seeds("0-3,7,10-11")) == "0-3,7,10-11"
-    assert format_seeds(parse_seeds("0-49999")) == "0-49999"
-    for bad in ("", "a-3", "5-2", "1,1", "-1"):
-        with pytest.raises(FdmError):
-            parse_seeds(bad)
-
-
 @pytest.mark.parametrize("which", [0, 1], ids=["unconditional", "conditional"])
 def test_images_do_not_depend_on_batch_size(snapshots, which):
     denoiser, _ = load_denoiser(snapshots[which])
     seeds = [5, 0, 17, 3, 9]  # Any order: outputs follow it.
     runs = [generate_all(denoiser, seeds, "heun", 3, batch_size=b, s_churn=2.0) for b in (1, 2, 5)]
-    for run_seeds, images, labels in runs:
-        assert run_seeds.tolist() == seeds
-        np.testing.assert_array_equal(images, runs[0][1])
-        np.testing.assert_array_equal(labels, runs[0][2])
-    assert runs[0][1].shape == (5, 8, 8, 1) and runs[0][1].dtype == np.uint8
-    assert len({image.tobytes() for image in runs[0][1]}) == 5  # Different seeds, different images.
+    for run in runs:
+        assert run["seeds"].tolist() == seeds
+        np.testing.assert_array_equal(run["images"], runs[0]["images"])
+        np.testing.assert_array_equal(run["labels"], runs[0]["labels"])
+    images = runs[0]["images"]
+    assert images.shape == (5, 8, 8, 1) and images.dtype == np.uint8
+    assert len({image.tobytes() for image in images}) == 5  # Different seeds, different images.
 
 
 def test_class_is_drawn_after_the_latent_from_the_seed(snapshots):
     denoiser, _ = load_denoiser(snapshots[1])
     seeds = list(range(12))
-    _, _, labels = generate_all(denoiser, seeds, "euler", 1, batch_size=4)
+    labels = generate_all(denoiser, seeds, "euler", 1, batch_size=4)["labels"]
     expected = []
     for seed in seeds:
         generator = torch.Generator().manual_seed(seed)
@@ -105,7 +83,7 @@ def test_class_is_drawn_after_the_latent_from_the_seed(snapshots):
         expected.append(int(torch.randint(3, size=[], generator=generator)))
     assert labels.tolist() == expected
     assert len(set(expected)) > 1
-    _, _, unconditional = generate_all(load_denoiser(snapshots[0])[0], seeds, "euler", 1)
+    unconditional = generate_all(load_denoiser(snapshots[0])[0], seeds, "euler", 1)["labels"]
     assert (unconditional == -1).all()
 
 
@@ -145,21 +123,6 @@ def test_snapshots_that_are_not_ours_are_refused(tmp_path):
         result = run_fdm("sample", "--snapshot", tmp_path / name, "--steps", 2, "--dest", tmp_path / "s.npz")
         one_line_error(result, "not an fdm snapshot")
     assert not (tmp_path / "s.npz").exists()
-
-
-def test_sample_files_of_wrong_dtype_or_shape_are_refused(tmp_path):
-    images = np.zeros((4, 8, 8, 1), dtype=np.uint8)
-    seeds, labels = np.arange(4), np.full(4, -1)
-    save_samples(tmp_path / "float.npz", Samples(images.astype(np.float32), seeds, labels))
-    save_samples(tmp_path / "flat.npz", Samples(images[..., 0], seeds, labels))
-    np.save(tmp_path / "chw.npy", images.transpose(0, 3, 1, 2))
-    (tmp_path / "junk.npz").write_bytes(b"junk")
-    for name, fragment in [("float.npz", "uint8"), ("flat.npz", "[N, H, W, C]"), ("chw.npy", "[N, H, W, C]"),
-                           ("junk.npz", "not a sample file")]:  # fmt: skip
-        with pytest.raises(FdmError, match=fragment.replace("[", r"\[")):
-            load_samples(tmp_path / name)
-    np.save(tmp_path / "ok.npy", images)
-    assert load_samples(tmp_path / "ok.npy").images.shape == (4, 8, 8, 1)  # A bare array from elsewhere.
 
 
 @pytest.fixture(scope="module")
@@ -312,3 +275,88 @@ def test_torchrun_two_processes_give_the_same_sample_file(tmp_path, snapshots):
     assert two.seeds.tolist() == list(range(7))
     np.testing.assert_array_equal(one.images, two.images)
     np.testing.assert_array_equal(one.labels, two.labels)
+
+
+def write_plan(path: Path, points, stats, networks, seeds="0-7", keep_samples=True) -> Path:
+    plan = {
+        "dataset": "set", "kimg": 5, "points": [{"sampler": s, "nfe": n} for s, n in points], "seeds": seeds,
+        "batch": 3, "stats": [str(stats)], "networks": networks, "keep_samples": keep_samples,
+    }  # fmt: skip
+    path.write_text(json.dumps(plan))
+    return path
+
+
+def test_evaluate_a_plan_computes_only_the_points_not_yet_done(tmp_path, snapshots, digits_reference):
+    """`fdm evaluate --config`: every point of one snapshot in one process, each exactly as the single-point
+    form writes it; a rerun keeps the points already done, so a killed job or an added point costs only
+    what is missing."""
+    featnet, stats = digits_reference
+    (tmp_path / "networks" / "digitsnet").mkdir(parents=True)
+    (tmp_path / "networks" / "digitsnet" / "digitsnet.pt").write_bytes(featnet.read_bytes())
+    networks = {"digitsnet": str(tmp_path / "networks" / "digitsnet")}
+    run = tmp_path / "run"
+    (run / "snapshots").mkdir(parents=True)
+    snapshot = run / "snapshots" / "000005.safetensors"
+    snapshot.write_bytes(snapshots[1].read_bytes())
+    plan = write_plan(tmp_path / "plan.json", [("heun", 3), ("dpmpp_3s", 3)], stats, networks)
+    record = run / "eval" / "5" / "evaluated.json"
+
+    def evaluate(*extra):
+        result = run_fdm("evaluate", "--config", plan, "--run", run, "--record", record, *extra)
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    assert "evaluated heun-3, dpmpp_3s-3" in evaluate()
+    points = {name: run / "eval" / "5" / name for name in ("heun-3", "dpmpp_3s-3")}
+    for name, folder in points.items():
+        assert sorted(p.name for p in folder.iterdir()) == [
+            "grid.png",
+            "metrics.json",
+            "samples.npz",
+            "timing.json",
+        ]
+        sampler, nfe = name.split("-")
+        single = tmp_path / f"{name}.json"
+        result = run_fdm(
+            "evaluate", "--snapshot", snapshot, "--sampler", sampler, "--nfe", nfe, "--seeds", "0-7",
+            "--batch", 3, "--featnet", featnet, "--stats", stats, "--dest", single,
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        assert (folder / "metrics.json").read_bytes() == single.read_bytes()
+        timing = json.loads((folder / "timing.json").read_text())
+        assert 0 < timing["ended"] - timing["started"] < 600
+    summary = json.loads(record.read_text())
+    assert sorted(summary["points"]) == ["dpmpp_3s-3", "heun-3"]
+    assert summary["points"]["heun-3"]["metrics_sha256"] == file_sha256(points["heun-3"] / "metrics.json")
+    assert summary["snapshot_sha256"] == file_sha256(snapshot)
+    done = {name: (folder / "metrics.json").stat().st_mtime_ns for name, folder in points.items()}
+
+    assert "evaluated nothing; 2 point(s) already done" in evaluate()
+    write_plan(plan, [("heun", 3), ("dpmpp_3s", 3), ("euler", 2)], stats, networks)
+    assert "evaluated euler-2; 2 point(s) already done" in evaluate()
+    (points["heun-3"] / "metrics.json").unlink()  # as if killed while scoring this point
+    heun_bytes = (tmp_path / "heun-3.json").read_bytes()
+    assert "evaluated heun-3; 2 point(s) already done" in evaluate()
+    assert (points["heun-3"] / "metrics.json").read_bytes() == heun_bytes
+    assert (points["dpmpp_3s-3"] / "metrics.json").stat().st_mtime_ns == done["dpmpp_3s-3"]
+    write_plan(plan, [("heun", 3)], stats, networks, seeds="0-5")  # other seeds: nothing is kept
+    assert "evaluated heun-3" in evaluate() and json.loads(record.read_text())["points"].keys() == {"heun-3"}
+
+
+def test_evaluate_refuses_a_bad_plan_or_mixed_forms(tmp_path, snapshots, digits_reference):
+    featnet, stats = digits_reference
+    (tmp_path / "plan.json").write_text("{not json")
+    one_line_error(
+        run_fdm("evaluate", "--config", tmp_path / "plan.json", "--run", tmp_path),
+        "is not an evaluation plan",
+    )
+    one_line_error(
+        run_fdm("evaluate", "--config", tmp_path / "none.json", "--run", tmp_path), "does not exist"
+    )
+    one_line_error(
+        run_fdm(
+            "evaluate", "--config", tmp_path / "plan.json", "--run", tmp_path, "--snapshot", snapshots[0]
+        ),
+        "with --config give --run",
+    )
+    one_line_error(run_fdm("evaluate", "--run", tmp_path, "--snapshot", snapshots[0]), "go with --config")

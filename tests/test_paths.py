@@ -1,0 +1,91 @@
+"""One definition of every artifact path (``fdm.paths``) and of the names (``fdm.names``).
+
+dvc.yaml cannot import Python, so it spells the templates out: every path in it must be one of
+``fdm.paths``' templates with ``${item.<name>}`` for ``{<name>}`` (or a folder above one), and every
+template the pipeline uses must appear in it. The params schema's enums must be ``fdm.names``'.
+"""
+
+import re
+from pathlib import Path
+
+import yaml
+
+from fdm import names, paths
+from fdm.config import schema
+
+ROOT = Path(__file__).resolve().parents[1]
+PIPELINE_TEMPLATES = {
+    "DATASET": paths.DATASET,
+    "NETWORK": paths.NETWORK,
+    "STATS": paths.STATS,
+    "TRAIN_CONFIG": paths.TRAIN_CONFIG,
+    "TRAINED": paths.TRAINED,
+    "EVAL_PLAN": paths.EVAL_PLAN,
+    "EVALUATED": paths.EVALUATED,
+    "REPORTS": paths.REPORTS,
+    "TRACKED": paths.TRACKED,
+}
+
+
+def as_dvc(template: str) -> str:
+    return re.sub(r"\{(\w+)\}", r"${item.\1}", template)
+
+
+def dvc_paths() -> set[str]:
+    """Every path-like word of dvc.yaml's stages (commands, deps, outs, metrics)."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    text = yaml.safe_dump(stages, width=10_000)
+    return set(
+        re.findall(r"(?<![\w/$.{])(?:(?:data|runs|reports)(?:/[\w${}.-]+)*|mlflow_runs\.json)(?![\w])", text)
+    )
+
+
+def test_every_dvc_path_is_a_template_of_the_path_module():
+    converted = {as_dvc(t) for t in PIPELINE_TEMPLATES.values()} | {as_dvc(paths.RUN), paths.RUNS}
+    allowed = set(converted)
+    for template in converted:  # a stage may depend on a whole folder above a file
+        parts = template.split("/")
+        allowed |= {"/".join(parts[:i]) for i in range(1, len(parts))}
+    found = dvc_paths()
+    assert found, "no paths found in dvc.yaml"
+    assert sorted(found - allowed) == []
+    for name, template in PIPELINE_TEMPLATES.items():
+        assert as_dvc(template) in found, f"dvc.yaml does not use paths.{name} ({as_dvc(template)})"
+
+
+def test_the_path_functions_fill_the_templates():
+    identity = dict(dataset="digits", variant="fdm_edm", train_seed=2, kimg=20, extractor="inception")
+    run = paths.run("digits", "fdm_edm", 2)
+    assert run == paths.RUN.format(**identity) == "runs/digits/fdm_edm/s2"
+    assert paths.train_config("digits", "fdm_edm", 2) == paths.TRAIN_CONFIG.format(**identity)
+    assert paths.trained("digits", "fdm_edm", 2) == paths.TRAINED.format(**identity)
+    assert paths.evaluated(run, 20) == paths.EVALUATED.format(**identity)
+    assert paths.eval_plan("digits", 20) == paths.EVAL_PLAN.format(**identity)
+    assert paths.stats_file("cifar10", "inception", "clean") == "data/stats/cifar10/inception/clean.npz"
+    assert paths.metrics(run, 20, "heun", 35) == "runs/digits/fdm_edm/s2/eval/20/heun-35/metrics.json"
+    assert paths.snapshot(run, 20) == "runs/digits/fdm_edm/s2/snapshots/000020.safetensors"
+    assert paths.run("digits", "edm", 0, root="elsewhere") == "elsewhere/digits/edm/s0"
+
+
+def test_the_schema_spells_the_names_of_the_names_module():
+    definitions = schema()["$defs"]
+    assert sorted(definitions["variant"]["enum"]) == sorted(names.FORMULATIONS)
+    assert sorted(definitions["sampler"]["enum"]) == sorted(names.SAMPLERS)
+    evaluation = schema()["properties"]["eval"]["properties"]
+    assert sorted(evaluation["extractors"]["items"]["enum"]) == sorted(names.EXTRACTORS)
+    assert sorted(evaluation["modes"]["items"]["enum"]) == sorted(names.INCEPTION_MODES)
+    assert sorted(evaluation["nfe_study"]["properties"]) == sorted(names.SAMPLERS)
+    metrics = schema()["properties"]["report"]["properties"]["metric"]["enum"]
+    assert sorted(metrics) == sorted(names.metric_names(names.EXTRACTORS, names.INCEPTION_MODES))
+
+
+def test_nfe_rules():
+    assert [names.nfe("heun", n) for n in (1, 2, 18, 40)] == [1, 3, 35, 79]
+    assert [names.steps_for_nfe("dpmpp_3s", n) for n in (2, 25)] == [2, 25]
+    for sampler, bad in [("heun", 8), ("dpmpp_3s", 1), ("euler", 0)]:
+        try:
+            names.steps_for_nfe(sampler, bad)
+        except ValueError as err:
+            assert f"NFE {bad}" in str(err)
+        else:
+            raise AssertionError(f"{sampler} took NFE {bad}")
