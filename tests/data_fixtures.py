@@ -7,6 +7,7 @@ import hashlib
 import http.server
 import io
 import pickle
+import re
 import struct
 import tarfile
 import threading
@@ -81,12 +82,23 @@ def md5_hex(data: bytes) -> str:
 class _Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):  # noqa: N802 (http.server's name)
         self.server.hits.append(self.path)
+        self.server.range_headers.append(self.headers.get("Range"))
         route = self.server.routes.get(self.path)
         if route is None:
             self.send_error(404)
             return
         body, declared = route
-        self.send_response(200)
+        wanted = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "")
+        if self.server.ranges and wanted:
+            first = int(wanted[1])
+            if first >= declared:
+                self.send_error(416)
+                return
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {first}-{declared - 1}/{declared}")
+            body, declared = body[first:], declared - first
+        else:
+            self.send_response(200)
         self.send_header("Content-Length", str(declared))
         self.end_headers()
         self.wfile.write(body)
@@ -97,14 +109,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def serve(routes: dict[str, bytes | tuple[bytes, int]]):
+def serve(routes: dict[str, bytes | tuple[bytes, int]], ranges: bool = False):
     """Serve ``routes`` (path -> body, or (body, declared Content-Length)) on 127.0.0.1; yield the server.
 
-    ``server.url`` is the base address and ``server.hits`` the paths requested so far.
+    ``server.url`` is the base address, ``server.hits`` the paths requested so far and
+    ``server.range_headers`` their Range headers (None where absent). With ``ranges`` a
+    ``Range: bytes=N-`` request gets the rest of the body (206); without, the whole body (200), as
+    from a server that ignores ranges.
     """
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     server.routes = {p: r if isinstance(r, tuple) else (r, len(r)) for p, r in routes.items()}
-    server.hits = []
+    server.hits, server.range_headers, server.ranges = [], [], ranges
     server.url = f"http://127.0.0.1:{server.server_address[1]}"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

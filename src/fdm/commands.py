@@ -51,6 +51,10 @@ COMMANDS: dict[str, Command] = {
         "fdm.report:report",
         "Tables and plots (FID vs Mimg, FID vs NFE, FDM speedups) from every metrics.json under RUNS.",
     ),
+    "import-checkpoint": Command(
+        "fdm.checkpoints.cli:import_checkpoint_command",
+        "Convert an EDM or FDM training pickle (its EMA network) into a snapshot, running none of its code.",
+    ),
     "train-config": Command(
         "fdm.jobs.cli:train_config_command",
         "Write the resolved training settings of one job, for `fdm train --config`.",

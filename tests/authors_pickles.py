@@ -1,0 +1,265 @@
+"""Stand-ins for the authors' training pickles, built without their code (tests/test_import_checkpoint.py).
+
+EDM's and FDM's ``torch_utils/persistence.py`` pickle every decorated object as a call of
+``torch_utils.persistence._reconstruct_persistent_obj(meta)``, ``meta`` = {type, version, module_src,
+class_name, state}, with state the object's ``__dict__``. ``StubModule`` does the same with a module
+source of "# stub" lines, so its pickles have the real structure: nested persistent modules, torch ModuleDicts,
+parameters and buffers through torch's own reduce functions, numpy scalars among the attributes.
+
+``training_pickle`` lays out a network of ours under the authors' SongUNet names (the table in
+docs/networks.md, read backwards): the importer must give back exactly the network it started from.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import pickle
+
+import numpy as np
+import torch
+
+# Long enough (over 255 bytes) to be pickled with the same opcode as a real module source.
+_STUB_SOURCE = "# stub\n" * 40
+# Every layer name of the authors' SongUNet ends in one of these; the class it belongs to.
+_CLASSES = {
+    "norm": "GroupNorm",
+    "conv": "Conv2d",
+    "skip": "Conv2d",
+    "qkv": "Conv2d",
+    "proj": "Conv2d",
+    "residual": "Conv2d",
+    "aux_down": "Conv2d",  # kernel 0: only the FIR filter
+    "aux_up": "Conv2d",
+    "affine": "Linear",
+    "label": "Linear",
+    "augment": "Linear",
+    "layer": "Linear",
+}
+
+
+class Global:
+    """A reference to ``module.name`` that ``dumps`` writes as a pickle global, without importing it."""
+
+    def __init__(self, module: str, name: str):
+        self.module, self.name = module, name
+
+    def __call__(self, *args):  # pickle only writes callables as the function of a reduce
+        raise TypeError(f"{self.module}.{self.name} is only a name here")
+
+
+PERSISTENCE = Global("torch_utils.persistence", "_reconstruct_persistent_obj")
+
+
+class Call:
+    """Pickles as a call of ``func`` (a ``Global``) with ``args``: what a malicious ``__reduce__`` returns."""
+
+    def __init__(self, func: Global, *args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return self.func, self.args
+
+    def __call__(self, *args):  # so that a call can be the function of another (getattr(...)(...))
+        raise TypeError("only pickled, never called")
+
+
+class _Pickler(pickle._Pickler):
+    dispatch = dict(pickle._Pickler.dispatch)
+
+    def save_reference(self, obj: Global) -> None:
+        if self.proto >= 4:
+            self.save(obj.module)
+            self.save(obj.name)
+            self.write(pickle.STACK_GLOBAL)
+        else:
+            self.write(pickle.GLOBAL + f"{obj.module}\n{obj.name}\n".encode())
+        self.memoize(obj)
+
+    dispatch[Global] = save_reference
+
+
+def dumps(obj, protocol: int = 4) -> bytes:
+    buffer = io.BytesIO()
+    _Pickler(buffer, protocol=protocol).dump(obj)
+    return buffer.getvalue()
+
+
+class _Persistent:
+    def __reduce__(self):
+        meta = dict(
+            type="class",
+            version=6,
+            module_src=_STUB_SOURCE,
+            class_name=type(self).__name__,
+            state=self.__dict__,
+        )
+        return PERSISTENCE, (meta,)
+
+
+class StubModule(_Persistent, torch.nn.Module):
+    pass
+
+
+class StubObject(_Persistent):
+    pass
+
+
+def stub(class_name: str, init_kwargs: dict, module: bool = True, **attributes):
+    """An instance of a persistent class named ``class_name`` with the authors' ``_init_*`` records."""
+    obj = type(class_name, (StubModule if module else StubObject,), {})()
+    obj.__dict__.update(attributes, _init_args=(), _init_kwargs=init_kwargs)
+    return obj
+
+
+def authors_name(ours: str, network: dict) -> str:
+    """The authors' name (under the preconditioner) of one of our state-dict entries."""
+    top = network["img_resolution"]
+    levels = len(network["channel_mult"])
+
+    def at(level: int) -> str:
+        return f"{top >> level}x{top >> level}"
+
+    parts = ours.split(".")
+    head, rest = parts[0], lambda n: ".".join(parts[n:])
+    if head.startswith("map_"):
+        name = ours
+    elif head == "stem":
+        name = f"enc.{at(0)}_conv.{rest(1)}"
+    elif head == "enc_down":
+        name = f"enc.{at(int(parts[1]) + 1)}_down.{rest(2)}"
+    elif head == "enc_blocks":
+        name = f"enc.{at(int(parts[1]))}_block{parts[2]}.{rest(3)}"
+    elif head == "enc_aux" and network["encoder_type"] == "residual":
+        name = f"enc.{at(int(parts[1]) + 1)}_aux_residual.{rest(3)}"
+    elif head == "enc_aux":
+        name = f"enc.{at(int(parts[1]) + 1)}_aux_skip.{rest(2)}"
+    elif head == "dec_mid":
+        name = f"dec.{at(levels - 1)}_in{parts[1]}.{rest(2)}"
+    elif head == "dec_up":
+        name = f"dec.{at(int(parts[1]))}_up.{rest(2)}"
+    elif head == "dec_blocks":
+        name = f"dec.{at(int(parts[1]))}_block{parts[2]}.{rest(3)}"
+    else:  # out_heads.<level>.<0 norm | 2 conv>
+        name = f"dec.{at(int(parts[1]))}_aux_{'norm' if parts[2] == '0' else 'conv'}.{rest(3)}"
+    return "model." + name
+
+
+def _authors_tensor(name: str, tensor: torch.Tensor) -> torch.Tensor:
+    """1x1 convolutions for the attention projections, with q, k, v interleaved channel by channel."""
+    leaf = ".".join(name.split(".")[-2:])
+    if leaf in ("qkv.weight", "qkv.bias"):
+        channels = tensor.shape[0] // 3
+        tensor = tensor.reshape(3, channels, *tensor.shape[1:]).transpose(0, 1).reshape(tensor.shape)
+    if leaf in ("qkv.weight", "proj.weight"):
+        tensor = tensor[:, :, None, None]
+    return tensor.clone()
+
+
+def _fir(taps) -> torch.Tensor:
+    f = torch.as_tensor(taps, dtype=torch.float32)
+    return (torch.outer(f, f) / f.sum() ** 2)[None, None]
+
+
+def authors_tensors(net: torch.nn.Module, network: dict) -> dict[str, torch.Tensor]:
+    """Our net's state dict under the authors' names, plus the FIR filter buffers of their resamplers."""
+    tensors = {authors_name(k, network): _authors_tensor(k, v) for k, v in net.state_dict().items()}
+    top, levels, fir = (
+        network["img_resolution"],
+        len(network["channel_mult"]),
+        _fir(network["resample_filter"]),
+    )
+    for level in range(1, levels):
+        res = f"{top >> level}x{top >> level}"
+        tensors[f"model.enc.{res}_down.conv0.resample_filter"] = fir.clone()
+        tensors[f"model.enc.{res}_down.skip.resample_filter"] = fir.clone()
+        if network["encoder_type"] == "residual":
+            tensors[f"model.enc.{res}_aux_residual.resample_filter"] = fir.clone()
+        if network["encoder_type"] == "skip":
+            tensors[f"model.enc.{res}_aux_down.resample_filter"] = fir.clone()
+    for level in range(levels - 1):
+        res = f"{top >> level}x{top >> level}"
+        tensors[f"model.dec.{res}_up.conv0.resample_filter"] = fir.clone()
+        tensors[f"model.dec.{res}_up.skip.resample_filter"] = fir.clone()
+        if network["decoder_type"] == "skip":
+            tensors[f"model.dec.{res}_aux_up.resample_filter"] = fir.clone()
+    return tensors
+
+
+def _class_of(part: str) -> str:
+    if part.startswith("map_noise"):
+        return "PositionalEmbedding"
+    for suffix, name in _CLASSES.items():
+        if part.rstrip("0123456789").endswith(suffix):
+            return name
+    return "UNetBlock"  # {R}x{R}_down, _up, _block<i>, _in<i>
+
+
+def network_tree(tensors: dict[str, torch.Tensor], model_kwargs: dict, class_name: str) -> StubModule:
+    """The authors' SongUNet as pickled: persistent modules, ``enc``/``dec`` ModuleDicts, tensors."""
+    model = stub(class_name, model_kwargs, label_dropout=0)
+    embedding = "FourierEmbedding" if model_kwargs["embedding_type"] == "fourier" else "PositionalEmbedding"
+    model.add_module("map_noise", stub(embedding, {"num_channels": 0}))
+    for name, tensor in tensors.items():
+        *path, leaf = name.split(".")[1:]
+        module = model
+        for part in path:
+            if part not in module._modules:
+                if module is model and part in ("enc", "dec"):
+                    child = torch.nn.ModuleDict()
+                elif _class_of(part) == "UNetBlock":
+                    child = stub("UNetBlock", {"eps": 1e-6}, skip_scale=np.float64(math.sqrt(0.5)))
+                else:
+                    child = stub(_class_of(part), {})
+                    if _class_of(part) == "Conv2d":
+                        child.register_buffer("resample_filter", None)
+                module.add_module(part, child)
+            module = module._modules[part]
+        if leaf in ("resample_filter", "freqs"):
+            module.register_buffer(leaf, tensor)
+        else:
+            module.register_parameter(leaf, torch.nn.Parameter(tensor, requires_grad=False))
+    return model
+
+
+def training_pickle(
+    class_name: str,
+    network: dict,
+    net: torch.nn.Module,
+    precond_kwargs: dict | None = None,
+    loss: tuple[str, dict] | None = ("EDMLoss", {}),
+    model_class: str = "SongUNet",
+    protocol: int = 4,
+) -> bytes:
+    """What the authors' training loop pickles: {ema, loss_fn, augment_pipe, dataset_kwargs}.
+
+    ``network`` holds our ``build`` options (all of them, as the importer writes them); ``net`` the weights.
+    """
+    model_kwargs = {k: v for k, v in network.items() if k not in ("arch", "img_channels")}
+    model_kwargs.update(in_channels=network["img_channels"], out_channels=network["img_channels"])
+    model = network_tree(authors_tensors(net, network), model_kwargs, model_class)
+    interface = {k: network[k] for k in ("img_resolution", "img_channels", "label_dim")}
+    model_options = {k: v for k, v in network.items() if k not in ("arch", *interface)}
+    kwargs = {
+        **interface,
+        "model_type": model_class,
+        "use_fp16": False,
+        **model_options,
+        **(precond_kwargs or {}),
+    }
+    ema = stub(class_name, kwargs, **{k: v for k, v in kwargs.items() if k in interface})
+    ema.add_module("model", model)
+    loss_fn = None
+    if loss is not None:
+        loss_name, loss_kwargs = loss
+        attributes = dict(loss_kwargs, clamp_cur=5.0, clamp_max=500.0)
+        if loss_kwargs.get("warmup_ite"):
+            attributes["warmup_step"] = np.exp(np.log(100) / loss_kwargs["warmup_ite"])
+        loss_fn = stub(loss_name, loss_kwargs, module=False, **attributes)
+    data = dict(
+        ema=ema.eval().requires_grad_(False),
+        loss_fn=loss_fn,
+        augment_pipe=stub("AugmentPipe", {"p": 0.12}, module=False, p=0.12, xflip=1e8),
+        dataset_kwargs=dict(class_name="training.dataset.ImageFolderDataset", path="x.zip", use_labels=True),
+    )
+    return dumps(data, protocol)

@@ -1,0 +1,372 @@
+"""`fdm import-checkpoint`: the authors' training pickles into snapshots, without running their code.
+
+The pickles come from ``authors_pickles.training_pickle``: our network, laid out under the authors'
+SongUNet names inside stand-in persistent classes whose module source is "# stub" lines. How they were
+checked against the real thing (outside the project, not committed): networks of every preconditioner
+class (VP/VE/EDMPrecond from NVlabs/edm, FDM_VP/VE/EDMPrecond from sail-sg/FDM; DDPM++ and NCSN++,
+standard, residual and skip encoders/decoders; 8x8, two levels, attention) were built with the authors'
+code on the CPU and saved as their training loop saves them, ``pickle.dump(dict(ema=..., loss_fn=...,
+augment_pipe=..., dataset_kwargs=...))``. Those pickles use exactly the globals in ``REAL_GLOBALS`` and the
+opcodes in ``REAL_OPCODES``, as the generator's do (``test_generator_has_the_structure_of_real_pickles``),
+and the importer's denoiser matched the authors' D(x; sigma) on the same inputs to float32 rounding
+(at most 2.7e-5 where |D| reaches 50, 3.4e-7 for EDM-type outputs of size 3).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import os
+import pickle
+import pickletools
+
+import numpy as np
+import pytest
+import torch
+from authors_pickles import Call, Global, dumps, training_pickle
+from data_fixtures import assert_fails_cleanly, run_fdm, serve
+
+from fdm.checkpoints import load_authors_pickle
+from fdm.checkpoints.unpickle import RestrictedUnpickler
+from fdm.diffusion import Denoiser, formulation
+from fdm.digest import file_sha256
+from fdm.nets import ARCHITECTURES, DEFAULT_OPTIONS, build
+from fdm.snapshot import load_denoiser
+
+REAL_GLOBALS = {
+    "torch_utils.persistence._reconstruct_persistent_obj",
+    "torch._utils._rebuild_tensor_v2",
+    "torch._utils._rebuild_parameter",
+    "torch.storage._load_from_bytes",
+    "torch.nn.modules.container.ModuleDict",
+    "collections.OrderedDict",
+    "numpy.dtype",
+    f"{np.float64(0).__reduce__()[0].__module__}.scalar",  # numpy._core.multiarray from numpy 2 on
+}
+REAL_OPCODES = set(
+    "APPEND APPENDS BINBYTES BINFLOAT BINGET BININT BININT1 BININT2 BINUNICODE BUILD EMPTY_DICT EMPTY_LIST "
+    "EMPTY_SET EMPTY_TUPLE FRAME LONG_BINGET MARK MEMOIZE NEWFALSE NEWOBJ NEWTRUE NONE PROTO REDUCE SETITEM "
+    "SETITEMS SHORT_BINBYTES SHORT_BINUNICODE STACK_GLOBAL STOP TUPLE TUPLE1 TUPLE2 TUPLE3".split()
+)
+SMALL = dict(
+    img_resolution=8,
+    img_channels=3,
+    label_dim=3,
+    augment_dim=2,
+    model_channels=8,
+    channel_mult=[1, 2],
+    num_blocks=1,
+    attn_resolutions=[4],
+    dropout=0.1,
+)
+
+
+def network(arch: str, **options) -> dict:
+    """All ``build`` options of a small network, as the importer writes them (lists, not tuples)."""
+    settings = {**DEFAULT_OPTIONS, **ARCHITECTURES[arch], **SMALL, **options}
+    return {"arch": arch, **{k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()}}
+
+
+def random_net(config: dict, seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    net = build(**config)
+    for p in net.parameters():  # away from the near-zero initialisation, so every layer matters
+        p.data.normal_(0, 0.2)
+    return net.eval()
+
+
+def write(tmp_path, data: bytes, name: str = "network-snapshot-000100.pkl"):
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+def import_(source, dest, *options):
+    return run_fdm("import-checkpoint", "--source", source, "--dest", dest, *options)
+
+
+def preconditioning(class_name: str, sigma: torch.Tensor, multiplier: float):
+    """((c_skip, c_out, c_in, c_noise) in float64, the sigma range): EDM (arXiv 2206.00364) Table 1; FDM
+    (arXiv 2306.06991) replaces c_in by exp(-m B)(1 + m B), B = 0.1 t + 9.95 t^2, t linear in sigma
+    over the range."""
+    base = class_name.removeprefix("FDM_")
+    if base == "VPPrecond":
+
+        def vp_sigma(t):
+            return math.sqrt(math.exp(0.5 * 19.9 * t**2 + 0.1 * t) - 1)
+
+        t = ((0.1**2 + 2 * 19.9 * torch.log1p(sigma**2)).sqrt() - 0.1) / 19.9
+        c = 1 + 0 * sigma, -sigma, 1 / (sigma**2 + 1).sqrt(), 999 * t
+        low, high = vp_sigma(1e-5), vp_sigma(1.0)
+    elif base == "VEPrecond":
+        c = 1 + 0 * sigma, sigma, 1 + 0 * sigma, (sigma / 2).log()
+        low, high = 0.02, 100.0
+    else:
+        sd = 0.5
+        norm = (sigma**2 + sd**2).sqrt()
+        c = sd**2 / norm**2, sigma * sd / norm, 1 / norm, sigma.log() / 4
+        low, high = 0.002, 80.0
+    if class_name.startswith("FDM_"):
+        t = (sigma - low) / (high - low)
+        mB = multiplier * (0.1 * t + 9.95 * t**2)
+        c = c[0], c[1], (-mB).exp() * (1 + mB), c[3]
+    return c, (low, high)
+
+
+# (class, arch, network options, precond options, loss, expected multiplier and warmup of FDM)
+CASES = [
+    ("VPPrecond", "ddpmpp", {}, {}, ("VPLoss", {}), None),
+    ("VEPrecond", "ncsnpp", {}, {}, ("VELoss", {}), None),
+    ("EDMPrecond", "ddpmpp", {"encoder_type": "skip", "decoder_type": "skip"}, {}, ("EDMLoss", {}), None),
+    ("FDM_VPPrecond", "ddpmpp", {}, {"fdm_multiplier": 2.5}, ("VPLoss", {"warmup_ite": 300.0}), (2.5, 300)),
+    # The authors' FDM_VEPrecond ignores fdm_multiplier: imported with 1, as it runs.
+    ("FDM_VEPrecond", "ncsnpp", {}, {"fdm_multiplier": 2.0}, ("VELoss", {"warmup_ite": 200.0}), (1.0, 200)),
+    # No fdm_multiplier: the class default 1; no loss: no warmup cap.
+    ("FDM_EDMPrecond", "ncsnpp", {"decoder_type": "skip"}, {}, None, (1.0, 0)),
+]
+
+
+@pytest.mark.parametrize("class_name, arch, options, precond, loss, fdm", CASES, ids=[c[0] for c in CASES])
+def test_each_preconditioner_converts_to_the_same_denoiser(
+    tmp_path, class_name, arch, options, precond, loss, fdm
+):
+    config = network(arch, **options)
+    net = random_net(config)
+    source = write(tmp_path, training_pickle(class_name, config, net, precond, loss=loss))
+    dest = tmp_path / "out" / "imported.safetensors"
+    result = import_(source, dest)
+    assert result.exit_code == 0, result.output
+    assert f"{class_name} -> " in result.stdout
+
+    D, snapshot = load_denoiser(dest)
+    assert snapshot["network"] == config
+    imported = snapshot["imported"]
+    assert imported["class_name"] == class_name and imported["network_class_name"] == "SongUNet"
+    assert imported["sha256"] == file_sha256(source) and imported["source"] == str(source.resolve())
+    assert imported["init_kwargs"]["model_channels"] == config["model_channels"]
+    for name, tensor in net.state_dict().items():  # the very weights we laid out under the authors' names
+        assert torch.equal(D.net.state_dict()[name], tensor), name
+    if fdm is not None:
+        assert (D.formulation.multiplier, D.formulation.warmup) == fdm
+    if class_name == "FDM_VEPrecond":
+        assert imported["init_kwargs"]["fdm_multiplier"] == 2.0
+        assert any("ignores fdm_multiplier (2)" in note for note in imported["notes"])
+
+    x = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(1)) * 2
+    labels = torch.eye(3)[[0, 1, 2, 0]]
+    sigma = torch.tensor([0.05, 0.5, 5.0, 50.0])
+    with torch.no_grad():
+        got = D(x, sigma, labels)
+        # The net we started from under the stored formulation, bit for bit ...
+        reference = Denoiser(net, formulation(**snapshot["formulation"]))(x, sigma, labels)
+        torch.testing.assert_close(got, reference, rtol=0, atol=0)
+        # ... and D(x; sigma) = c_skip x + c_out F(c_in x; c_noise) from the papers' formulas.
+        scalings, sigma_range = preconditioning(class_name, sigma.double(), fdm[0] if fdm else 1.0)
+        c_skip, c_out, c_in, c_noise = (c.reshape(-1, 1, 1, 1) for c in scalings)
+        F = net((c_in * x).float(), c_noise.flatten().float(), class_labels=labels).double()
+        # (Within float32 rounding of c_noise and c_in, amplified by |c_out| = sigma = 50.)
+        torch.testing.assert_close(got.double(), c_skip * x + c_out * F, rtol=1e-4, atol=1e-3)
+    assert (D.sigma_min, D.sigma_max) == pytest.approx(sigma_range, rel=1e-12)
+
+
+def test_generator_has_the_structure_of_real_pickles():
+    config = network("ncsnpp")
+    data = training_pickle(
+        "FDM_EDMPrecond", config, random_net(config), loss=("EDMLoss", {"warmup_ite": 1.0})
+    )
+    seen = set()
+
+    class Recording(RestrictedUnpickler):
+        def find_class(self, module, name):
+            seen.add(f"{module}.{name}")
+            return super().find_class(module, name)
+
+    Recording(io.BytesIO(data)).load()
+    assert seen == REAL_GLOBALS
+    assert {op.name for op, _, _ in pickletools.genops(data)} == REAL_OPCODES
+
+
+def test_load_authors_pickle_and_sample(tmp_path):
+    config = network("ddpmpp")
+    net = random_net(config)
+    source = write(tmp_path, training_pickle("EDMPrecond", config, net))
+    D = load_authors_pickle(source)
+    assert (D.sigma_min, D.sigma_max, D.formulation.name) == (0.002, 80.0, "edm") and not D.training
+    dest = tmp_path / "edm.safetensors"
+    assert import_(source, dest).exit_code == 0
+    result = run_fdm("sample", "--snapshot", dest, "--sampler", "heun", "--nfe", 3, "--seeds", "0-1",
+                     "--dest", tmp_path / "s.npz")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "s.npz").is_file()
+
+
+def test_protocol_3_pickles_convert_too(tmp_path):
+    """Python 3.7 pickled with protocol 3 by default: sets as calls of builtins.set, GLOBAL opcodes."""
+    config = network("ncsnpp")
+    net = random_net(config)
+    data = training_pickle("VEPrecond", config, net, protocol=3)
+    assert b"cbuiltins\nset\n" in data
+    D = load_authors_pickle(write(tmp_path, data))
+    for name, tensor in net.state_dict().items():
+        assert torch.equal(D.net.state_dict()[name], tensor), name
+
+
+def _exploits(marker) -> dict[str, tuple[str, Call]]:
+    """Payloads that create ``marker`` under pickle.load: test id -> (the global refused, the payload)."""
+    system = Global(os.system.__module__, "system")  # "posix" on Linux
+    touch = Call(system, f"touch {marker}")
+    getattr_ = Call(Global("builtins", "getattr"), Call(Global("builtins", "__import__"), "os"), "system")
+    return {
+        "system": (f"{os.system.__module__}.system", touch),
+        "exec": ("builtins.exec", Call(Global("builtins", "exec"), f"open({str(marker)!r}, 'w').close()")),
+        "popen": ("subprocess.Popen", Call(Global("subprocess", "Popen"), ["touch", str(marker)])),
+        "getattr": ("builtins.getattr", Call(getattr_, f"touch {marker}")),
+        # Inside a tensor storage: torch's weights-only loader parses those bytes, and refuses.
+        "storage": (
+            system.module + ".system",
+            Call(Global("torch.storage", "_load_from_bytes"), dumps(touch, 2)),
+        ),
+        "container": (
+            "torch.nn.modules.container.ModuleDict",
+            Call(Global("torch.nn.modules.container", "ModuleDict"), {}),
+        ),
+    }
+
+
+@pytest.mark.parametrize("case", list(_exploits("x")))
+def test_refuses_code_and_runs_none_of_it(tmp_path, case):
+    marker = tmp_path / "pwned"
+    refused, exploit = _exploits(marker)[case]
+    config = network("ddpmpp")
+    source = write(tmp_path, training_pickle("EDMPrecond", config, random_net(config), {"extra": exploit}))
+    dest = tmp_path / "out.safetensors"
+    assert_fails_cleanly(import_(source, dest), dest, refused, str(source))
+    assert not marker.exists()
+
+
+def test_the_exploits_are_live(tmp_path):
+    """The refused payloads do run under pickle.load: the refusal above is what stops them."""
+    marker = tmp_path / "pwned"
+    for case in ("system", "exec"):
+        pickle.loads(dumps(_exploits(marker)[case][1]))
+        assert marker.exists(), case
+        marker.unlink()
+
+
+def test_refuses_persistent_ids_and_damaged_files(tmp_path):
+    dest = tmp_path / "out.safetensors"
+    persistent_id = b"\x80\x04\x8c\x02id" + pickle.BINPERSID + pickle.STOP
+    assert_fails_cleanly(import_(write(tmp_path, persistent_id), dest), dest, "persistent id")
+    config = network("ddpmpp")
+    data = training_pickle("EDMPrecond", config, random_net(config))
+    truncated = write(tmp_path, data[: len(data) // 2], "truncated.pkl")
+    assert_fails_cleanly(import_(truncated, dest), dest, "truncated", str(truncated))
+    assert_fails_cleanly(
+        import_(write(tmp_path, b"PK\x03\x04 not a pickle", "zip.pkl"), dest), dest, "not a readable"
+    )
+    assert_fails_cleanly(import_(tmp_path / "missing.pkl", dest), dest, "no such file", "missing.pkl")
+
+
+def test_refuses_what_it_cannot_represent(tmp_path):
+    dest = tmp_path / "out.safetensors"
+    config = network("ddpmpp")
+    net = random_net(config)
+
+    def fails(data: bytes, *words):
+        assert_fails_cleanly(import_(write(tmp_path, data), dest), dest, *words)
+
+    fails(training_pickle("iDDPMPrecond", config, net), "unknown preconditioner class 'iDDPMPrecond'")
+    fails(training_pickle("EDMPrecond", config, net, model_class="DhariwalUNet"), "DhariwalUNet", "ADM")
+    fails(training_pickle("FDM_EDMPrecond", config, net, {"fdm_beta_d": 10.0}), "fdm_beta_d=10.0", "19.9")
+    fails(training_pickle("VPPrecond", config, net, {"P_mean": 0.0}), "P_mean", "unknown")
+    fails(dumps({"loss_fn": None, "dataset_kwargs": {}}), "no 'ema'")
+    fails(dumps([1, 2, 3]), "no 'ema'")
+
+    net.map_layer0.weight = torch.nn.Parameter(torch.zeros(5, 5))
+    fails(training_pickle("EDMPrecond", config, net), "model.map_layer0.weight has shape [5, 5]", "[32, 8]")
+    net = random_net(config)
+    net.map_layer1.bias = None
+    fails(training_pickle("EDMPrecond", config, net), "no tensor for map_layer1.bias")
+
+
+def test_sha256_of_a_local_file(tmp_path):
+    config = network("ddpmpp")
+    source = write(tmp_path, training_pickle("VPPrecond", config, random_net(config)))
+    dest = tmp_path / "out.safetensors"
+    digest = file_sha256(source)
+    assert_fails_cleanly(
+        import_(source, dest, "--sha256", "0" * 64), dest, "checksum mismatch", digest, "0" * 64
+    )
+    assert source.is_file()  # the user's own file stays
+    assert_fails_cleanly(import_(source, dest, "--sha256", "abc"), dest, "64 hexadecimal digits")
+    assert import_(source, dest, "--sha256", digest.upper()).exit_code == 0
+
+
+@pytest.fixture
+def served_pickle(tmp_path):
+    config = network("ncsnpp")
+    net = random_net(config)
+    return training_pickle("FDM_VEPrecond", config, net, {"fdm_multiplier": 2.0}), net
+
+
+def test_download_resumes_with_range_then_reuses_the_cache(tmp_path, served_pickle, monkeypatch):
+    data, net = served_pickle
+    monkeypatch.setenv("FDM_CACHE", str(tmp_path / "cache"))
+    cache = tmp_path / "cache" / "checkpoints"
+    dest, half = tmp_path / "fdm_ve.safetensors", len(data) // 2
+    with serve({"/run/network-snapshot-000100.pkl": (data[:half], len(data))}, ranges=True) as server:
+        url = f"{server.url}/run/network-snapshot-000100.pkl"
+        result = import_(url, dest)
+        assert_fails_cleanly(result, dest, "interrupted", f"{half} of {len(data)} bytes", "resume")
+        (part,) = cache.iterdir()
+        assert part.name.endswith("-network-snapshot-000100.pkl.part") and part.read_bytes() == data[:half]
+
+        server.routes[url.removeprefix(server.url)] = (data, len(data))
+        result = import_(url, dest, "--sha256", hashlib.sha256(data).hexdigest())
+        assert result.exit_code == 0, result.output
+        assert server.range_headers[-1] == f"bytes={half}-"
+        assert "downloading" in result.stderr and "100%" in result.stderr
+        (cached,) = cache.iterdir()
+        assert cached.read_bytes() == data and cached.name == part.name.removesuffix(".part")
+        D, snapshot = load_denoiser(dest)
+        assert snapshot["imported"]["source"] == url and snapshot["formulation"]["multiplier"] == 1.0
+        assert torch.equal(D.net.map_noise.freqs, net.map_noise.freqs)
+
+        hits = len(server.hits)
+        assert import_(url, tmp_path / "again.safetensors").exit_code == 0
+        assert len(server.hits) == hits  # the cache, not the server
+        assert (tmp_path / "again.safetensors").read_bytes() == dest.read_bytes()
+        # A cached file that fails the caller's checksum is not kept as if valid.
+        again = tmp_path / "third.safetensors"
+        assert_fails_cleanly(import_(url, again, "--sha256", "1" * 64), again, "checksum mismatch", "removed")
+        assert list(cache.iterdir()) == []
+        # A stale part longer than the file: the server answers 416, the download starts over.
+        part.write_bytes(data + b"stale")
+        assert import_(url, again).exit_code == 0
+        assert server.range_headers[-2:] == [f"bytes={len(data) + 5}-", None]
+        assert cached.read_bytes() == data and not part.exists()
+
+
+def test_download_restarts_where_the_server_ignores_ranges(tmp_path, served_pickle):
+    data, _ = served_pickle
+    cache, dest, half = tmp_path / "cache", tmp_path / "out.safetensors", len(data) // 3
+    with serve({"/n.pkl": (data[:half], len(data))}) as server:
+        assert_fails_cleanly(import_(f"{server.url}/n.pkl", dest, "--cache-dir", cache), dest, "interrupted")
+        server.routes["/n.pkl"] = (data, len(data))  # answered with 200 and the whole body
+        result = import_(f"{server.url}/n.pkl", dest, "--cache-dir", cache)
+        assert result.exit_code == 0, result.output
+        assert server.range_headers[-1] == f"bytes={half}-"
+    assert [p.read_bytes() == data for p in cache.iterdir()] == [True]
+
+
+def test_download_errors_leave_nothing(tmp_path, served_pickle):
+    data, _ = served_pickle
+    cache, dest = tmp_path / "cache", tmp_path / "out.safetensors"
+    with serve({"/n.pkl": data}) as server:
+        result = import_(f"{server.url}/missing.pkl", dest, "--cache-dir", cache)
+        assert_fails_cleanly(result, dest, "HTTP 404", f"{server.url}/missing.pkl")
+        result = import_(f"{server.url}/n.pkl", dest, "--cache-dir", cache, "--sha256", "2" * 64)
+        assert_fails_cleanly(result, dest, "checksum mismatch", "2" * 64, "discarded")
+    assert list(cache.iterdir()) == []
+    assert_fails_cleanly(import_("ftp://127.0.0.1/n.pkl", dest), dest, "only http and https")
