@@ -44,9 +44,10 @@ import official_cases as cases  # noqa: E402  (tests/, on the path above)
 
 from fdm import sampling  # noqa: E402
 from fdm.diffusion import Denoiser  # noqa: E402
-from fdm.generate import class_labels, quantize  # noqa: E402
+from fdm.generation.generate import class_labels  # noqa: E402
 from fdm.nets import ARCHITECTURES  # noqa: E402
 from fdm.nets.layers import Resample  # noqa: E402
+from fdm.samples import quantize  # noqa: E402
 from fdm.training.loop import per_sample_loss  # noqa: E402
 
 # The network settings of the authors' train.py for --arch=ddpmpp and --arch=ncsnpp.

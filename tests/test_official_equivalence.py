@@ -24,7 +24,8 @@ import torch
 
 from fdm import sampling
 from fdm.diffusion import Denoiser, formulation
-from fdm.generate import class_labels, quantize
+from fdm.generation.generate import class_labels
+from fdm.samples import quantize
 from fdm.training.loop import per_sample_loss
 
 MANIFEST = json.loads((cases.FIXTURES / "manifest.json").read_text())
