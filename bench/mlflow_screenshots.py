@@ -24,6 +24,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
@@ -77,23 +78,23 @@ def take(
         browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": width, "height": height})
 
-        page.goto(f"{url}/#/experiments/{experiment}/runs?compareRunsMode=CHART")
-        page.wait_for_timeout(6000)
+        models_only = urllib.parse.quote('tags.`fdm.kind` = "model"')
+        page.goto(f"{url}/#/experiments/{experiment}/runs?searchFilter={models_only}&compareRunsMode=CHART")
+        page.get_by_text(f"{len(models)} matching runs").wait_for(timeout=120_000)
         assistant = page.get_by_label("Close", exact=True)
         if assistant.count():
             assistant.first.click()
-        search = page.get_by_placeholder("metrics.rmse", exact=False).first
-        search.fill('tags.`fdm.kind` = "model"')
-        search.press("Enter")
-        page.wait_for_timeout(3000)
         page.get_by_placeholder("Search metric charts").fill("fid_")
-        page.wait_for_timeout(4000)
+        # Every chart of the FID sections drawn (the legend's traces are there once its data came in).
+        drawn = "document.querySelectorAll('.js-plotly-plot .scatterlayer .trace').length >= 3 * 6"
+        page.wait_for_function(drawn, timeout=120_000)
+        page.wait_for_timeout(2000)
         page.screenshot(path=str(out / "chart_view.png"))
 
         runs = json.dumps(models)
         page.goto(f"{url}/#/compare-runs?runs={runs}&experiments={json.dumps([experiment])}")
-        page.wait_for_timeout(8000)
-        page.screenshot(path=str(out / "compare_view.png"), full_page=True)
+        page.wait_for_timeout(4000)
+        page.screenshot(path=str(out / "compare_view.png"))
         browser.close()
 
 

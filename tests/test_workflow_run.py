@@ -10,6 +10,7 @@ reruns that variant's chain only. More edits, with a stand-in `fdm`: tests/test_
 from __future__ import annotations
 
 import json
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -40,11 +41,21 @@ def project_copy(dest: Path) -> Path:
     return dest
 
 
-def start(args, cwd: Path) -> subprocess.Popen:
+def start(args, cwd: Path, umask: int) -> subprocess.Popen:
     log = open(cwd / "run.log", "w")  # noqa: SIM115 -- closed by finish()
     return subprocess.Popen(
-        [str(a) for a in args], cwd=cwd, env=tool_env(), stdout=log, stderr=subprocess.STDOUT
+        [str(a) for a in args], cwd=cwd, env=tool_env(), stdout=log, stderr=subprocess.STDOUT, umask=umask
     )
+
+
+def modes(workdir: Path) -> dict[int, list[str]]:
+    """Every pipeline output (data/, runs/, reports/) by its permission bits."""
+    found: dict[int, list[str]] = {}
+    for folder in ("data", "runs", "reports"):
+        for path in sorted((workdir / folder).rglob("*")):
+            if path.is_file() and path.name != ".gitignore":  # DVC writes its .gitignore files itself
+                found.setdefault(stat.S_IMODE(path.stat().st_mode), []).append(str(path.relative_to(workdir)))
+    return found
 
 
 def finish(process: subprocess.Popen, cwd: Path, timeout: float) -> None:
@@ -92,9 +103,9 @@ def planned_jobs(workdir: Path) -> list[str]:
 def test_snakemake_and_dvc_run_the_same_pipeline(tmp_path):
     smk, dvc = project_copy(tmp_path / "snakemake"), project_copy(tmp_path / "dvc")
     run([BIN / "dvc", "config", "core.analytics", "false"], dvc)
-    jobs = [
-        (start([BIN / "snakemake", "--cores", "1", "--profile", "workflow/profiles/local"], smk), smk),
-        (start([BIN / "dvc", "repro"], dvc), dvc),
+    jobs = [  # a lab's shared folder (umask 027) and a personal one (022)
+        (start([BIN / "snakemake", "--cores", "1", "--profile", "workflow/profiles/local"], smk, 0o027), smk),
+        (start([BIN / "dvc", "repro"], dvc, 0o022), dvc),
     ]
     for process, cwd in jobs:
         finish(process, cwd, timeout=600)
@@ -109,6 +120,13 @@ def test_snakemake_and_dvc_run_the_same_pipeline(tmp_path):
         assert (workdir / "reports" / "digits" / "fid_vs_mimg.csv").is_file()
         assert (workdir / "reports" / "digits" / "fid_vs_nfe.png").is_file()
     assert (smk / "logs" / "train" / "digits-fdm_edm-s0.log").is_file()
+    # Every output honours the umask: snapshots, state.pt, metrics, grids, records, statistics, networks.
+    for workdir, mode in ((smk, 0o640), (dvc, 0o644)):
+        found = modes(workdir)
+        assert list(found) == [mode], {oct(m): files[:5] for m, files in found.items()}
+        names = {Path(f).name for f in found[mode]}
+        assert {"state.pt", "000002.safetensors", "metrics.json", "grid.png", "digitsnet.pt", "native.npz",
+                "trained.json", "evaluated.json", "timing.json", "train.jsonl", "digits.zip"} <= names  # fmt: skip
 
     # A second run has nothing to do and says so quickly.
     began = time.monotonic()

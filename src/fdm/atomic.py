@@ -1,6 +1,9 @@
-"""Atomic file writes: a killed job never leaves a file that looks finished (DESIGN.md, "Data flow").
+"""Atomic file writes: a killed job never leaves a file that looks finished (docs/design.md).
 
-Torch-free, so light commands (report, track, train-config) can use it without importing torch.
+The file is written under a temporary name beside its destination, flushed to disk, given the mode a
+plain ``open`` would have given it (0666 less the umask: ``mkstemp`` makes it 0600, which would hide a
+run's results from collaborators in a shared folder), then renamed into place. Torch-free, so light
+commands (report, track, train-config) can use it without importing torch.
 """
 
 from __future__ import annotations
@@ -8,6 +11,18 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+
+
+def current_umask() -> int:
+    """The process's umask (read by setting it and setting it back: there is no other portable way)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def give_plain_mode(path: str | os.PathLike) -> None:
+    """Give ``path`` the mode a plain ``open`` would have: 0666 less the umask (``mkstemp`` makes 0600)."""
+    os.chmod(path, 0o666 & ~current_umask())
 
 
 def atomic_write(path: str | os.PathLike, write) -> None:
@@ -20,6 +35,7 @@ def atomic_write(path: str | os.PathLike, write) -> None:
         write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        give_plain_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

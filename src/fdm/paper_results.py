@@ -1,6 +1,6 @@
 """The paper's FID numbers, as data, to stand beside ours in the report.
 
-Source: the FDM README's result tables, which are the paper's main tables (reference/paper.md
+Source: the FDM README's result tables, which are the paper's main tables (docs/paper.md
 sections 3.1 and 3.2). Inception FID over 50,000 samples, computed with EDM's ``fid.py``, so the
 comparable metric of ours is ``fid_inception_legacy_tensorflow``. Datasets are keyed by their
 ``fdm prepare`` source (cifar10, ffhq, afhqv2), snapshots by kimg (50 Mimg = 50000 kimg) and

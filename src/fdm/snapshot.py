@@ -1,6 +1,6 @@
 """Inference snapshots: EMA weights as safetensors with the resolved config in the metadata.
 
-A snapshot never holds pickled code (DESIGN.md, "Checkpoints"): it is a flat map of tensors plus
+A snapshot never holds pickled code (docs/design.md, "The core contracts"): it is a flat map of tensors plus
 one metadata string, ``fdm_snapshot``, the JSON ``{"version": 1, "config": {...}}``. (One key, because
 safetensors writes several metadata keys in an arbitrary order, which would break byte-identical
 snapshots.) The config has

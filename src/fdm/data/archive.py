@@ -1,4 +1,4 @@
-"""The dataset archive: EDM's zip of PNGs plus ``dataset.json`` (paper digest section 6).
+"""The dataset archive: EDM's zip of PNGs plus ``dataset.json`` (docs/paper.md section 6).
 
 Layout, shared with EDM's and FDM's ``dataset_tool.py`` so that zips move freely between them:
 
@@ -27,6 +27,7 @@ import numpy as np
 import PIL.Image
 from tqdm import tqdm
 
+from fdm.atomic import give_plain_mode
 from fdm.errors import FdmError
 
 LABELS_MEMBER = "dataset.json"
@@ -110,7 +111,7 @@ def atomic_output(dest: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tmp)
     try:
         yield tmp
-        os.chmod(tmp, 0o644)
+        give_plain_mode(tmp)
         os.replace(tmp, dest)
     except OSError as err:  # Sources raise FdmError for their own files; this is the output failing.
         tmp.unlink(missing_ok=True)

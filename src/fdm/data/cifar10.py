@@ -1,4 +1,4 @@
-"""CIFAR-10 from its official python archive (paper digest section 6; ecosystem notes section 5).
+"""CIFAR-10 from its official python archive (docs/paper.md section 6; torchvision's CIFAR10 for the archive's checksums).
 
 The archive ``cifar-10-python.tar.gz`` holds ``cifar-10-batches-py/data_batch_1..5``: pickled
 dicts with ``data`` (10000 x 3072 uint8, each row a 3x32x32 CHW image) and ``labels`` (0-9).

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from fdm.atomic import give_plain_mode
 from fdm.errors import FdmError
 
 CHUNK = 1 << 20
@@ -89,6 +90,7 @@ def download(
                 raise FdmError(
                     f"checksum mismatch for {url}: {name} {actual}, expected {value}; the download was discarded"
                 )
+        give_plain_mode(part)
         os.replace(part, dest)
     except BaseException:
         if not resume or (part.is_file() and part.stat().st_size == 0):

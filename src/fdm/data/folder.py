@@ -1,4 +1,4 @@
-"""Images from a folder or zip of the user's: FFHQ, AFHQv2 or anything else (paper digest section 6).
+"""Images from a folder or zip of the user's: FFHQ, AFHQv2 or anything else (docs/paper.md section 6).
 
 Files are found recursively and taken in sorted path order. Each image is converted to the
 requested channel count, optionally centre-cropped to a square, and resized to the target

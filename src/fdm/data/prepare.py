@@ -1,4 +1,4 @@
-"""The prepare stage: turn each source into one dataset archive (paper digest section 6).
+"""The prepare stage: turn each source into one dataset archive (docs/paper.md section 6).
 
 Every function writes ``dest`` atomically (temporary file, then rename) and returns the
 archive's `Summary`. Running one twice with the same inputs gives byte-identical zips.

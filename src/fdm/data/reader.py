@@ -1,7 +1,7 @@
 """Read a dataset archive into memory for training and reference statistics.
 
 Reads the zips ``fdm prepare`` writes and those made by EDM's or FDM's ``dataset_tool.py``
-(paper digest section 6): any PNG/JPEG/... members in any folders, taken in sorted name order,
+(docs/paper.md section 6): any PNG/JPEG/... members in any folders, taken in sorted name order,
 with labels from ``dataset.json`` when it is there. The whole archive is decoded once into a
 uint8 array [N, C, H, W]; CIFAR-10 at 32x32 takes 150 MB. The archive is checked on open:
 safe member paths, readable images of mode L or RGB, square, one size and channel count, and

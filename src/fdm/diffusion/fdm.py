@@ -6,10 +6,10 @@ damped heavy-ball one. Its mean coefficient is the critically damped solution
     s(sigma) = exp(-m B(t)) (1 + m B(t)),   B(t) = 0.1 t + 9.95 t^2 = beta_min t + beta_d t^2 / 2,
 
 with t = (sigma - sigma_min) / (sigma_max - sigma_min) linear in sigma over the base's own range
-(paper digest sections 1.2, 1.3). In the authors' code this enters only through the network input
+(arXiv 2306.06991, section 3; docs/paper.md section 2). In the authors' code this enters only through the network input
 scaling: ``c_in`` is *replaced* by s(sigma); c_skip, c_out, c_noise, the sigma distribution and
 lambda(sigma) stay the base's. Training adds a cap on lambda that warms up geometrically from 5 to
-500 over ``warmup`` optimizer steps and disappears afterwards (digest section 1.4).
+500 over ``warmup`` optimizer steps and disappears afterwards (docs/paper.md section 2).
 
 Departure from the reference code: its VE variant ignores the multiplier m; here m is honoured for
 every base, and profiles set it explicitly (m = 1 reproduces the reference VE runs).

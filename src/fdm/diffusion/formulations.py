@@ -1,7 +1,7 @@
 """The three baseline formulations of diffusion training: VP, VE and EDM.
 
 Each formulation fixes four things (Karras et al. 2022, "Elucidating the Design Space of
-Diffusion-Based Generative Models", Table 1; FDM paper digest section 1.3):
+Diffusion-Based Generative Models", Table 1; docs/paper.md section 1):
 
 - the sigma range the network is defined on (``sigma_min``, ``sigma_max``),
 - the training distribution of sigma (``sample_sigma``),

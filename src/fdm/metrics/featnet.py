@@ -2,7 +2,7 @@
 ``fid_digitsnet`` and ``kid_digitsnet``.
 
 Inception weights are not available offline and Inception features say little about 16x16 digits, so the
-digits profile scores samples in the features of a classifier trained on the digits themselves (DESIGN.md,
+digits profile scores samples in the features of a classifier trained on the digits themselves (docs/design.md,
 "Offline and real components"). Training is a pipeline stage: a fixed seed, a stratified held-out split,
 CPU only, deterministic; the held-out accuracy is reported beside the TorchScript file and must reach a
 minimum (97% by default) or nothing is written.

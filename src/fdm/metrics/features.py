@@ -6,7 +6,7 @@ around ``inception-2015-12-05.pt``, its resizer per mode and its batch feature c
 
 - ``clean``: PIL bicubic resize to 299x299 in float before the network (clean-fid's default);
 - ``legacy_tensorflow``: native-resolution images, resized inside the network as TensorFlow did; this is
-  the mode comparable with EDM's ``fid.py``, hence with the paper's numbers (paper.md section 4).
+  the mode comparable with EDM's ``fid.py``, hence with the paper's numbers (docs/paper.md section 4).
 
 The weights file is looked up in one folder (``$FDM_INCEPTION_DIR``, else ``$XDG_CACHE_HOME/fdm``, else
 ``~/.cache/fdm``), never downloaded on the fly: ``fetch_inception`` (``fdm fetch-inception``) is the only
@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from fdm.atomic import give_plain_mode
 from fdm.digest import file_sha256
 from fdm.errors import FdmError
 from fdm.names import DIGITSNET_MODE, EXTRACTORS, INCEPTION_MODES
@@ -114,6 +115,7 @@ def fetch_inception(
                     bar.update(len(chunk))
         if received != expected:
             raise FdmError(f"download of {url} stopped at {received} of {expected} bytes; nothing was saved")
+        give_plain_mode(tmp)
         os.replace(tmp, dest)
     except (urllib.error.URLError, HTTPException, OSError) as err:
         raise FdmError(

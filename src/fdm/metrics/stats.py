@@ -1,4 +1,4 @@
-"""Reference statistics for FID and KID over a whole prepared dataset (paper.md section 4).
+"""Reference statistics for FID and KID over a whole prepared dataset (docs/paper.md section 4).
 
 As EDM's ``fid.py ref``, the statistics cover every training image, without flips: the feature mean and
 the unbiased covariance in float64 (FID), plus the features themselves (KID needs samples, not moments).

@@ -1,4 +1,4 @@
-"""Raw networks F: the SongUNet family, DDPM++ and NCSN++ (FDM paper digest section 2).
+"""Raw networks F: the SongUNet family, DDPM++ and NCSN++ (docs/paper.md section 3).
 
 ``build(arch, ...)`` is the one constructor the rest of the pipeline uses; its keyword arguments are
 what snapshots store under ``config["network"]``.

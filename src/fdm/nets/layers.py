@@ -1,4 +1,4 @@
-"""Layers of the SongUNet family: DDPM++ / NCSN++ in the form EDM trains them (FDM digest section 2).
+"""Layers of the SongUNet family: DDPM++ / NCSN++ in the form EDM trains them (docs/paper.md section 3).
 
 Song et al. 2021, "Score-Based Generative Modeling through Stochastic Differential Equations";
 Karras et al. 2022 (EDM), whose reimplementation FDM trains unchanged. Weight initialisation: every

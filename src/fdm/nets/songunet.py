@@ -1,6 +1,6 @@
 """The SongUNet: DDPM++ and NCSN++ (Song et al. 2021) as configured by EDM and FDM.
 
-Song et al. 2021; Karras et al. 2022 (EDM); FDM paper digest section 2. The network is the raw F of
+Song et al. 2021; Karras et al. 2022 (EDM); docs/paper.md section 3. The network is the raw F of
 D(x; sigma) = c_skip x + c_out F(c_in x; c_noise): it sees the noise label c_noise, never sigma.
 """
 

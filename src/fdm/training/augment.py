@@ -1,4 +1,4 @@
-"""Non-leaking geometric augmentation with a 9-dimensional augmentation label (EDM appendix; FDM digest sec. 2).
+"""Non-leaking geometric augmentation with a 9-dimensional augmentation label (EDM arXiv 2206.00364, appendix; docs/paper.md section 3).
 
 The training image is transformed at random and the network is told how (the label), so it can
 learn the clean distribution at label zero while augmentation regularises it; sampling always

@@ -1,12 +1,14 @@
 """`fdm train`: a thin command over ``fdm.training.train``.
 
 Settings come from ``--config FILE`` (a JSON object of ``TrainConfig`` fields) and/or options;
-an option given on the command line wins over the file. Under ``torchrun`` run the module:
-``torchrun --nproc_per_node=N -m fdm.training.cli --data ... --outdir ...``.
+an option given on the command line wins over the file. The options are made from the fields of
+``TrainConfig`` and their help text (``fdm.training.config.setting``), so each setting is described
+once. ``--gpus N`` starts the command again under torchrun with N processes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -14,74 +16,49 @@ import sys
 import click
 
 from fdm.errors import FdmError
-from fdm.names import FORMULATIONS
+from fdm.training.config import TrainConfig
 
 
-def _float_list(value: str) -> list[float]:
-    return [float(v) for v in value.split(",") if v.strip()]
+class CommaList(click.ParamType):
+    """``1,2,2,2`` as a list of ``kind`` (int or float)."""
+
+    name = "list"
+
+    def __init__(self, kind):
+        self.kind = kind
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, list):
+            return value
+        try:
+            return [self.kind(v) for v in value.split(",") if v.strip()]
+        except ValueError:
+            self.fail(f"expected comma-separated numbers, got {value!r}", param, ctx)
 
 
-def _int_list(value: str) -> list[int]:
-    return [int(v) for v in value.split(",") if v.strip()]
-
-
-# (option, TrainConfig field, click type, help). Lists are comma-separated.
-_OPTIONS = [
-    ("--data", "dataset", click.Path(dir_okay=False), "Dataset zip (from `fdm prepare`)."),
-    ("--outdir", "outdir", click.Path(file_okay=False), "Run folder; an existing state.pt there is resumed."),
-    (
-        "--formulation",
-        "formulation",
-        click.Choice(FORMULATIONS),
-        "Diffusion formulation.",
-    ),
-    ("--arch", "arch", click.Choice(["ddpmpp", "ncsnpp"]), "Network architecture."),
-    ("--model-channels", "model_channels", int, "Base channel count."),
-    ("--channel-mult", "channel_mult", str, "Channel multipliers per resolution, e.g. 1,2,2,2."),
-    ("--num-blocks", "num_blocks", int, "Residual blocks per resolution."),
-    ("--attn-resolutions", "attn_resolutions", str, "Resolutions with self-attention, e.g. 16."),
-    ("--dropout", "dropout", float, "Dropout probability."),
-    ("--label-dropout", "label_dropout", float, "Class-label dropout probability."),
-    ("--augment", "augment_p", float, "Augmentation probability p (0: off)."),
-    ("--batch", "batch", int, "Total batch per optimizer step."),
-    ("--batch-per-device", "batch_per_device", int, "Micro-batch per device (gradient accumulation)."),
-    ("--lr", "lr", float, "Learning rate."),
-    ("--lr-rampup-kimg", "lr_rampup_kimg", float, "Learning-rate ramp-up, kimg."),
-    ("--ema-halflife-kimg", "ema_halflife_kimg", float, "EMA half-life, kimg."),
-    ("--ema-rampup-ratio", "ema_rampup_ratio", float, "EMA ramp-up ratio."),
-    ("--duration-kimg", "duration_kimg", float, "Training length, kimg."),
-    ("--snapshot-kimg", "snapshot_kimg", str, "Snapshot milestones, kimg, e.g. 50000,100000."),
-    ("--tick-kimg", "tick_kimg", float, "Logging interval, kimg."),
-    ("--state-every-kimg", "state_every_kimg", float, "Training-state interval, kimg."),
-    ("--seed", "seed", int, "Training seed."),
-    ("--device", "device", click.Choice(["auto", "cpu", "cuda"]), "Device."),
-    ("--precision", "precision", click.Choice(["fp32", "bf16", "fp16"]), "Arithmetic precision."),
-    ("--loss-scaling", "loss_scaling", float, "Static loss scale (fp16)."),
-    ("--threads", "threads", int, "CPU threads (bitwise results on the CPU need the same count)."),
-    ("--experiment", "experiment", str, "MLflow experiment name."),
-    (
-        "--gpus",
-        "gpus",
-        int,
-        "GPUs of the job: 0 the CPU; more than 1 starts it under torchrun, one process each.",
-    ),
-]
-_FLAGS = [
-    ("--cond/--uncond", "cond", "Class conditioning on the dataset labels."),
-    ("--xflip/--no-xflip", "dataset_xflip", "Double the dataset with mirrored images."),
-    ("--deterministic/--nondeterministic", "deterministic", "Deterministic kernels."),
-    ("--tf32/--no-tf32", "tf32", "Allow TF32 matmuls/convolutions on CUDA."),
-    ("--tracking/--no-tracking", "tracking", "Log to MLflow."),
-    ("--progress/--no-progress", "progress", "Show a progress bar."),
-]
-_LISTS = {"channel_mult": _int_list, "attn_resolutions": _int_list, "snapshot_kimg": _float_list}
+def _option(field: dataclasses.Field, kind: str):
+    """The `fdm train` option of one ``TrainConfig`` field, from its type and metadata (``setting``)."""
+    meta = field.metadata
+    name = meta["option"] or f"--{field.name.replace('_', '-')}"
+    if kind == "bool":
+        flag = name if "/" in name else f"{name}/--no-{name[2:]}"
+        return click.option(flag, field.name, default=None, help=meta["help"])
+    if kind.startswith("tuple["):
+        click_type = CommaList(int if kind.startswith("tuple[int") else float)
+    elif meta["choices"]:
+        click_type = click.Choice(meta["choices"])
+    elif field.name in ("dataset", "outdir"):
+        click_type = click.Path(dir_okay=field.name == "outdir", file_okay=field.name == "dataset")
+    else:
+        click_type = {"int": int, "float": float, "str": str}[kind.removesuffix(" | None")]
+    return click.option(name, field.name, type=click_type, default=None, help=meta["help"])
 
 
 def _with_options(command):
-    for flag, field, help_text in reversed(_FLAGS):
-        command = click.option(flag, field, default=None, help=help_text)(command)
-    for option, field, kind, help_text in reversed(_OPTIONS):
-        command = click.option(option, field, type=kind, default=None, help=help_text)(command)
+    """Every ``TrainConfig`` field as an option of ``command`` (but the dict-valued ones)."""
+    for field in reversed(dataclasses.fields(TrainConfig)):
+        if field.metadata["option"] != "":  # "" marks a field with no option of its own
+            command = _option(field, field.type)(command)
     return command
 
 
@@ -109,7 +86,7 @@ def _with_options(command):
 def train_command(config_file, fdm_multiplier, fdm_warmup, restart_on_change, record, **options) -> None:
     """Train one model (or resume it from OUTDIR/state.pt); snapshots go to OUTDIR/snapshots/."""
     from fdm.distributed import relaunch
-    from fdm.training import TrainConfig, train
+    from fdm.training import train
 
     values: dict = {}
     if config_file:
@@ -120,15 +97,7 @@ def train_command(config_file, fdm_multiplier, fdm_warmup, restart_on_change, re
             raise FdmError(f"{config_file} is not valid JSON ({err})") from None
         if not isinstance(values, dict):
             raise FdmError(f"{config_file} must hold a JSON object of training options")
-    for field, value in options.items():
-        if value is None:
-            continue
-        try:
-            values[field] = _LISTS[field](value) if field in _LISTS else value
-        except ValueError:
-            raise FdmError(
-                f"--{field.replace('_', '-')}: expected comma-separated numbers, got {value!r}"
-            ) from None
+    values.update({field: value for field, value in options.items() if value is not None})
     overrides = {"multiplier": fdm_multiplier, "warmup": fdm_warmup}
     overrides = {key: value for key, value in overrides.items() if value is not None}
     if overrides:

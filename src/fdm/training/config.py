@@ -12,9 +12,11 @@ import math
 from typing import Any
 
 from fdm.errors import FdmError
+from fdm.names import FORMULATIONS
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
+ARCHS = ("ddpmpp", "ncsnpp")
 
 # Settings that may change when a run is resumed: where and how it runs, how long, what it writes.
 # ``batch_per_device`` may change too (another device count): results then agree only up to the
@@ -42,52 +44,78 @@ RUNTIME_ONLY = frozenset(
 )
 
 
+def setting(help: str, default=dataclasses.MISSING, *, option: str | None = None, choices=None, factory=None):
+    """A ``TrainConfig`` field with its command-line help, the one place it is written.
+
+    ``option``: the `fdm train` option when it is not ``--<field-name>`` (a flag pair for booleans);
+    ``choices``: the accepted values. ``fdm.training.cli`` builds every option from these.
+    """
+    metadata = {"help": help, "option": option, "choices": choices}
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """One training run: dataset, formulation, network, optimisation, schedule, runtime."""
 
-    dataset: str  # Path of the dataset zip (``fdm prepare``).
-    outdir: str  # Run folder: snapshots/, state.pt, train.jsonl.
-    # Formulation: vp, ve, edm, fdm_vp, fdm_ve, fdm_edm, with overrides (e.g. multiplier, warmup).
-    formulation: str = "edm"
-    formulation_options: dict = dataclasses.field(default_factory=dict)
+    dataset: str = setting("Dataset zip (from `fdm prepare`).", option="--data")
+    outdir: str = setting(
+        "Run folder: snapshots/, state.pt, train.jsonl; an existing state.pt there is resumed."
+    )
+    # Formulation and its options (e.g. FDM's multiplier and warmup: --fdm-multiplier, --fdm-warmup).
+    formulation: str = setting("Diffusion formulation.", "edm", choices=FORMULATIONS)
+    formulation_options: dict = setting("Options of the formulation.", factory=dict, option="")
     # Network (fdm.nets.build); ``network_options`` passes any further keyword.
-    arch: str = "ddpmpp"
-    model_channels: int = 128
-    channel_mult: tuple[int, ...] = (2, 2, 2)
-    num_blocks: int = 4
-    attn_resolutions: tuple[int, ...] = (16,)
-    dropout: float = 0.13
-    label_dropout: float = 0.0
-    network_options: dict = dataclasses.field(default_factory=dict)
-    cond: bool = False  # Class conditioning on the dataset's labels.
-    dataset_xflip: bool = False  # EDM's dataset x-flip: 2N items, the second half mirrored.
-    augment_p: float = 0.0  # Probability of each augmentation; 0 switches augmentation (and its label) off.
+    arch: str = setting("Network architecture.", "ddpmpp", choices=ARCHS)
+    model_channels: int = setting("Base channel count.", 128)
+    channel_mult: tuple[int, ...] = setting("Channel multipliers per resolution, e.g. 1,2,2,2.", (2, 2, 2))
+    num_blocks: int = setting("Residual blocks per resolution.", 4)
+    attn_resolutions: tuple[int, ...] = setting("Resolutions with self-attention, e.g. 16.", (16,))
+    dropout: float = setting("Dropout probability.", 0.13)
+    label_dropout: float = setting("Class-label dropout probability.", 0.0)
+    network_options: dict = setting("Further keywords of fdm.nets.build.", factory=dict, option="")
+    cond: bool = setting("Class conditioning on the dataset's labels.", False, option="--cond/--uncond")
+    dataset_xflip: bool = setting(
+        "EDM's dataset x-flip: 2N items, the second half mirrored.", False, option="--xflip/--no-xflip"
+    )
+    augment_p: float = setting(
+        "Probability of each augmentation; 0 switches augmentation (and its label) off.",
+        0.0,
+        option="--augment",
+    )
     # Optimisation.
-    batch: int = 512  # Total batch per optimizer step, over all devices and accumulation rounds.
-    batch_per_device: int | None = None  # Micro-batch per device; None: batch / world size (no accumulation).
-    lr: float = 1e-3
-    lr_rampup_kimg: float = 10000.0
-    ema_halflife_kimg: float = 500.0
-    ema_rampup_ratio: float | None = 0.05
+    batch: int = setting("Total batch per optimizer step, over all devices and accumulation rounds.", 512)
+    batch_per_device: int | None = setting(
+        "Micro-batch per device (gradient accumulation); unset: batch / processes.", None
+    )
+    lr: float = setting("Learning rate.", 1e-3)
+    lr_rampup_kimg: float = setting("Learning-rate ramp-up, kimg.", 10000.0)
+    ema_halflife_kimg: float = setting("EMA half-life, kimg.", 500.0)
+    ema_rampup_ratio: float | None = setting("EMA ramp-up ratio.", 0.05)
     # Schedule, in kimg.
-    duration_kimg: float = 200000.0
-    snapshot_kimg: tuple[float, ...] = ()  # Milestones; the end of training is always one.
-    tick_kimg: float = 50.0  # Logging interval (train.jsonl, progress, tracking).
-    state_every_kimg: float = 500.0  # Training state interval (also written at every milestone and the end).
-    seed: int = 0
+    duration_kimg: float = setting("Training length, kimg.", 200000.0)
+    snapshot_kimg: tuple[float, ...] = setting(
+        "Snapshot milestones, kimg, e.g. 50000,100000; the end of training is always one.", ()
+    )
+    tick_kimg: float = setting("Logging interval (train.jsonl, progress, tracking), kimg.", 50.0)
+    state_every_kimg: float = setting(
+        "Training-state interval, kimg (also written at every milestone and the end).", 500.0
+    )
+    seed: int = setting("Training seed.", 0)
     # Runtime.
-    device: str = "auto"
-    precision: str = "fp32"
-    loss_scaling: float = 1.0  # Static loss scale for fp16 (EDM's --ls).
-    deterministic: bool = True
-    tf32: bool = False
-    threads: int | None = None  # CPU threads (torch.set_num_threads); None keeps PyTorch's choice.
-    tracking: bool = False
-    experiment: str = "fdm"  # MLflow experiment name when tracking.
-    progress: bool = True
-    gpus: int = (
-        0  # GPUs of the job; with more than 1, `fdm train` starts itself under torchrun, one process each.
+    device: str = setting("Device.", "auto", choices=DEVICES)
+    precision: str = setting("Arithmetic precision.", "fp32", choices=PRECISIONS)
+    loss_scaling: float = setting("Static loss scale for fp16 (EDM's --ls).", 1.0)
+    deterministic: bool = setting("Deterministic kernels.", True, option="--deterministic/--nondeterministic")
+    tf32: bool = setting("Allow TF32 matmuls and convolutions on CUDA.", False)
+    threads: int | None = setting("CPU threads (bitwise results on the CPU need the same count).", None)
+    tracking: bool = setting("Log to MLflow as training goes.", False)
+    experiment: str = setting("MLflow experiment name when tracking.", "fdm")
+    progress: bool = setting("Show a progress bar.", True)
+    gpus: int | None = setting(
+        "GPUs of the job: 0 the CPU; more than 1 starts it under torchrun, one process each.", None
     )
 
     def __post_init__(self):

@@ -1,6 +1,6 @@
 """The training state for resume: plain tensors, dicts, lists and numbers only, never pickled code.
 
-``state.pt`` holds everything a run needs to continue bit for bit (DESIGN.md, "Checkpoints"):
+``state.pt`` holds everything a run needs to continue bit for bit (docs/design.md, "The core contracts"):
 
 - ``model``, ``ema``: state dicts of the raw network F and of its EMA;
 - ``optimizer``: the Adam state dict (moments and step counts as tensors);
