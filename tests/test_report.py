@@ -1,4 +1,7 @@
-"""`fdm report`: tables from synthetic records whose answers are known, and the command end to end."""
+"""`fdm report`: records, tables from synthetic records whose answers are known, and the command end to end.
+
+The speedup definition itself, on curves: tests/test_report_speedup.py.
+"""
 
 import csv
 import dataclasses
@@ -13,22 +16,17 @@ from PIL import Image
 from fdm import paper_results, paths
 from fdm.config import load_params
 from fdm.errors import FdmError
-from fdm.report import (
-    Record,
-    aggregate,
-    bootstrap_speedup,
+from fdm.report.cli import report
+from fdm.report.records import Record, aggregate, read_records, t_interval
+from fdm.report.tables import (
+    fid_vs_mimg_markdown,
     fid_vs_mimg_rows,
     fid_vs_nfe_rows,
-    first_reach,
-    read_records,
-    report,
-    seed_curves,
     speedup_markdown,
     speedup_rows,
-    t_interval,
     to_csv,
-    write_report,
 )
+from fdm.report.write import write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = ("edm", "fdm_edm", "vp", "fdm_vp", "ve", "fdm_ve")
@@ -52,15 +50,6 @@ def records(dataset, variant, values: dict, sampler="heun", nfe=15, kimg=None, s
 
 def by_variant(rows, measure):
     return {(r["sampler"], r["variant"]): r for r in rows if r["measure"] == measure}
-
-
-def test_first_reach():
-    curve = {10: 5.0, 20: 3.0, 40: 1.0}
-    assert first_reach(curve, 3.0, interpolate=True) == 20
-    assert first_reach(curve, 2.0, interpolate=True) == pytest.approx(30.0)
-    assert first_reach(curve, 2.0, interpolate=False) == 40
-    assert first_reach(curve, 6.0, interpolate=True) == 10  # never extrapolated before the first point
-    assert first_reach(curve, 0.5, interpolate=True) is None
 
 
 def test_t_interval_closed_forms():
@@ -189,15 +178,6 @@ def test_bootstrap_share_of_resamples_that_never_reach_the_target():
     assert "[not reached, " in speedup_markdown([row], "d", "fid", False)
 
 
-def test_bootstrap_is_a_pure_function_of_the_records():
-    baseline = seed_curves({0: {1: 3.0, 2: 2.0}, 1: {1: 3.5, 2: 2.2}, 2: {1: 2.8, 2: 1.9}})
-    fdm = seed_curves({0: {1: 2.5, 2: 1.5}, 1: {1: 2.1, 2: 1.4}})
-    assert bootstrap_speedup(baseline, fdm) == bootstrap_speedup(baseline, fdm)
-    assert bootstrap_speedup(seed_curves({0: {1: 1.0}}), seed_curves({0: {1: 1.0}})) is None  # n = 1 each
-    one_baseline = bootstrap_speedup(seed_curves({0: {1: 3.0, 2: 2.0}}), fdm)  # only FDM's seeds vary
-    assert one_baseline is not None and one_baseline.not_reached == 0.0
-
-
 def test_missing_baseline_and_missing_runs():
     recs = records("d", "fdm_edm", {10: 1.0}) + records("d", "vp", {10: 1.0})
     rows = by_variant(speedup_rows(recs, "d", VARIANTS, ("heun", 15), 10), "kimg")
@@ -241,6 +221,22 @@ def test_tables_put_the_paper_beside_ours():
         aggregate(records("afhqv2", "edm", {25: 3.1}, kimg=200000)), "afhqv2", ("edm",), 200000
     )
     assert [(r["sampler"], r["nfe"], r["mean"], r["paper"]) for r in nfe_rows] == [("heun", 25, 3.1, None)]
+
+
+def test_markdown_one_line_per_mimg_one_column_per_variant_that_ran():
+    recs = records("d", "edm", {10: 3.0, 20: 2.0}, seed=0) + records("d", "edm", {10: 5.0, 20: 2.0}, seed=1)
+    variants = ("edm", "ve", "fdm_edm")  # ve has no runs: no column; fdm_edm has no run at 20: empty cell
+    rows = fid_vs_mimg_rows(aggregate(recs + records("d", "fdm_edm", {10: 1.5})), "d", variants, "heun", 15)
+    half = math.tan(0.475 * math.pi)  # t_{0.975, 1} * sqrt(2) / sqrt(2)
+    assert f"{4 - half:.2f}, {4 + half:.2f}" == "-8.71, 16.71"
+    assert fid_vs_mimg_markdown(rows, "d", variants, "fid") == (
+        "# d: fid vs training Mimg\n\n"
+        "Sampler heun at NFE 15. Mean over n=1/2 training seeds [95% Student-t confidence interval of the "
+        "mean]; no interval where n=1; – : not run.\n\n"
+        "| Mimg | edm | fdm_edm |\n|---|---|---|\n"
+        "| 0.01 | 4.00 [-8.71, 16.71] | 1.50 |\n"
+        "| 0.02 | 2.00 [2.00, 2.00] |  |\n"
+    )
 
 
 # On disk and through the command ------------------------------------------------------------------------------

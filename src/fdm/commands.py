@@ -48,7 +48,7 @@ COMMANDS: dict[str, Command] = {
         "Sample once and score in every feature space of the --stats files: FID and KID into metrics.json.",
     ),
     "report": Command(
-        "fdm.report:report",
+        "fdm.report.cli:report",
         "Tables and plots (FID vs Mimg, FID vs NFE, FDM speedups) from every metrics.json under RUNS.",
     ),
     "import-checkpoint": Command(

@@ -1,0 +1,200 @@
+"""The report's plots (matplotlib, Agg canvas, no pyplot state), from the rows of `fdm.report.tables`.
+
+- ``fid_vs_mimg.png``, ``fid_vs_nfe.png`` (one panel per sampler): per variant the mean line and its
+  95% t band, the paper's values dotted; a baseline and its FDM variant share a colour, the baseline
+  solid with circles, FDM dashed with triangles; log y axis when every value is positive.
+- ``speedup.png``: one panel for training and one per sampler; each FDM variant's speedup with its
+  bootstrap whiskers, lines at 1 and at the paper's claims, the speedups of the paper's tables.
+
+Written without the matplotlib version stamp, so a rerun writes the same bytes (docs/report.md).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from fdm import paper_results
+from fdm.atomic import atomic_write
+from fdm.report.speedup import CONFIDENCE
+
+_FAMILY_COLOR = {"edm": "tab:blue", "vp": "tab:orange", "ve": "tab:green"}
+
+
+def _style(variant: str) -> dict:
+    """A family's colour for the baseline (solid, circles) and its FDM variant (dashed, triangles)."""
+    family = variant.removeprefix("fdm_")
+    fdm = variant != family
+    return {
+        "color": _FAMILY_COLOR.get(family, "tab:gray"),
+        "marker": "^" if fdm else "o",
+        "linestyle": "--" if fdm else "-",
+    }
+
+
+def _log_scale(ax, values) -> None:
+    if values and min(values) > 0:
+        from matplotlib.ticker import FormatStrFormatter
+
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
+        ax.tick_params(axis="y", which="minor", labelsize="x-small")
+
+
+def _plot_curves(ax, rows, x_key: str, x_scale: float, variants, title: str, metric: str) -> None:
+    """Per variant: the mean line with its 95% interval as a band; the paper's values dotted.
+
+    The y axis is logarithmic when every mean is positive; a band's lower end below half the smallest
+    mean (a t interval of few seeds can reach below zero) is drawn at that floor (the CSV keeps it).
+    """
+    means = [r[k] for r in rows for k in ("mean", "paper") if r[k] is not None]
+    floor = 0.5 * min(means) if means and min(means) > 0 else -math.inf
+    for variant in variants:
+        mine = [r for r in rows if r["variant"] == variant and r["mean"] is not None]
+        paper = [r for r in rows if r["variant"] == variant and r["paper"] is not None]
+        style = _style(variant)
+        if mine:
+            xs = [r[x_key] / x_scale for r in mine]
+            ax.plot(xs, [r["mean"] for r in mine], label=variant, markersize=4, **style)
+            band = [r for r in mine if r["ci_low"] is not None]
+            if band:
+                ax.fill_between(
+                    [r[x_key] / x_scale for r in band],
+                    [max(r["ci_low"], floor) for r in band],
+                    [r["ci_high"] for r in band],
+                    color=style["color"],
+                    alpha=0.12 if style["linestyle"] == "-" else 0.2,
+                    linewidth=0,
+                )
+        if paper:
+            xs = [r[x_key] / x_scale for r in paper]
+            ax.plot(
+                xs,
+                [r["paper"] for r in paper],
+                label=f"{variant} (paper)",
+                color=style["color"],
+                marker=style["marker"],
+                linestyle=":",
+                alpha=0.6,
+            )
+    _log_scale(ax, means)
+    ax.set_title(title)
+    ax.set_ylabel(metric)
+    ax.grid(True, alpha=0.3)
+
+
+def _legend(ax, note: str = "") -> None:
+    """Legend outside the axes on the right: our curves first, then the paper's."""
+    handles, labels = ax.get_legend_handles_labels()
+    order = sorted(range(len(labels)), key=lambda i: ("(paper)" in labels[i], i))
+    if order:
+        ax.legend(
+            [handles[i] for i in order],
+            [labels[i] for i in order],
+            fontsize="small",
+            loc="upper left",
+            bbox_to_anchor=(1.02, 1.0),
+            title=note or None,
+            title_fontsize="x-small",
+        )
+
+
+def _band_note(rows) -> str:
+    counts = sorted({r["n"] for r in rows if r["n"]})
+    if counts and max(counts) > 1:
+        return f"mean, {CONFIDENCE:.0%} t band\n(n={'/'.join(map(str, counts))} seeds)"
+    return "n=1: no interval"
+
+
+def fid_vs_mimg_figure(rows, dataset: str, variants, metric: str):
+    from matplotlib.figure import Figure  # Agg canvas, no pyplot state
+
+    figure = Figure(figsize=(8.0, 4.4), layout="constrained")
+    ax = figure.subplots()
+    sampler = f"{rows[0]['sampler']}, NFE {rows[0]['nfe']}" if rows else ""
+    _plot_curves(ax, rows, "kimg", 1000, variants, f"{dataset}: {metric} vs training ({sampler})", metric)
+    ax.set_xlabel("training images seen (Mimg)")
+    _legend(ax, _band_note(rows))
+    return figure
+
+
+def fid_vs_nfe_figure(rows, dataset: str, variants, metric: str):
+    from matplotlib.figure import Figure
+
+    samplers = sorted({r["sampler"] for r in rows}) or [""]
+    figure = Figure(figsize=(4.6 * len(samplers) + 1.6, 4.4), layout="constrained")
+    axes = figure.subplots(1, len(samplers), squeeze=False)[0]
+    for ax, sampler in zip(axes, samplers, strict=True):
+        mine = [r for r in rows if r["sampler"] == sampler]
+        _plot_curves(ax, mine, "nfe", 1, variants, f"{dataset}: {sampler}", metric)
+        ax.set_xticks(sorted({r["nfe"] for r in mine}))
+        ax.set_xlabel("NFE")
+    _legend(axes[-1], _band_note(rows))
+    return figure
+
+
+def speedup_figure(rows, dataset: str, metric: str):
+    """Speedup ratios with their bootstrap whiskers; lines at 1 (no gain) and at the paper's claims."""
+    from matplotlib.figure import Figure
+
+    panels = [
+        ("training", [r for r in rows if r["measure"] == "kimg"], paper_results.CLAIMED_TRAINING_SPEEDUP)
+    ]
+    panels += [
+        (
+            f"sampling: {s}",
+            [r for r in rows if r["measure"] == "nfe" and r["sampler"] == s],
+            paper_results.CLAIMED_SAMPLING_SPEEDUP,
+        )
+        for s in sorted({r["sampler"] for r in rows if r["measure"] == "nfe"})
+    ]
+    figure = Figure(figsize=(2.2 + 2.4 * len(panels), 4.0), layout="constrained")
+    axes = figure.subplots(1, len(panels), squeeze=False, sharey=True)[0]
+    for ax, (title, panel, claim) in zip(axes, panels, strict=True):
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.axhline(claim, color="tab:red", linestyle=":", linewidth=1.2, label=f"paper's claim ({claim:g}x)")
+        for i, r in enumerate(panel):
+            color = _style(r["variant"])["color"]
+            if r["speedup"] is None:
+                ax.annotate(
+                    r["status"],
+                    (i, 0.0),
+                    ha="center",
+                    va="bottom",
+                    rotation=90,
+                    fontsize="x-small",
+                    color=color,
+                )
+                continue
+            low = r["ci_low"] if r["ci_low"] is not None else 0.0
+            high = r["ci_high"] if r["ci_high"] is not None else r["speedup"]
+            has_interval = r["not_reached_share"] is not None
+            ax.errorbar(
+                [i],
+                [r["speedup"]],
+                yerr=[[r["speedup"] - low], [high - r["speedup"]]] if has_interval else None,
+                color=color,
+                marker="^" if r["status"] == "reached at first point" else "o",
+                capsize=4,
+            )
+        paper = [(i, r["paper_speedup"]) for i, r in enumerate(panel) if r["paper_speedup"] is not None]
+        if paper:
+            xs, ys = zip(*paper, strict=True)
+            ax.plot(xs, ys, "x", color="dimgray", linestyle="none", label="the paper's tables")
+        ax.set_xticks(range(len(panel)), [r["variant"] for r in panel], rotation=30, fontsize="small")
+        ax.set_xlim(-0.6, max(len(panel), 1) - 0.4)
+        ax.set_title(title, fontsize="medium")
+        ax.grid(True, axis="y", alpha=0.3)
+        ax.legend(fontsize="x-small", loc="upper left")
+    axes[0].set_ylabel(f"speedup ({metric})")
+    axes[0].set_ylim(0.0, 1.25 * max(ax.get_ylim()[1] for ax in axes))
+    intervals = any(r["not_reached_share"] is not None for r in rows)
+    note = f"{CONFIDENCE:.0%} bootstrap interval over training seeds" if intervals else "n=1: no interval"
+    figure.suptitle(f"{dataset}: FDM speedup over its baseline ({note}; ^: lower bound)", fontsize="medium")
+    return figure
+
+
+def write_figure(path: Path, figure) -> None:
+    """PNG without the matplotlib version stamp, so that a rerun writes the same bytes."""
+    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=120, metadata={"Software": None}))

@@ -1,0 +1,79 @@
+"""`write_report`: per dataset of the profile, the tables and plots of its records under ``out/<dataset>/``.
+
+It chooses what stands beside our numbers: with ``report.compare_paper`` and the paper's metric, the
+paper's values (`fdm.paper_results`, matched by the dataset's ``source``; FID vs Mimg only where our
+main sampler and NFE are the paper's). Every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from fdm import paper_results
+from fdm.atomic import atomic_write_text
+from fdm.config import Params
+from fdm.errors import FdmError
+from fdm.report.figures import fid_vs_mimg_figure, fid_vs_nfe_figure, speedup_figure, write_figure
+from fdm.report.records import aggregate, read_records
+from fdm.report.tables import (
+    MIMG_COLUMNS,
+    NFE_COLUMNS,
+    SPEEDUP_COLUMNS,
+    fid_vs_mimg_markdown,
+    fid_vs_mimg_rows,
+    fid_vs_nfe_markdown,
+    fid_vs_nfe_rows,
+    speedup_markdown,
+    speedup_rows,
+    to_csv,
+)
+
+
+def write_report(params: Params, runs: str | os.PathLike, out: str | os.PathLike) -> list[Path]:
+    """Write every table and plot of every dataset that has records; returns the files written."""
+    metric = params.report.metric
+    records = read_records(params, runs, metric)
+    if not records:
+        raise FdmError(
+            f"no metrics.json with {metric} under {runs} for datasets {', '.join(params.datasets)}"
+        )
+    stats = aggregate(records)
+    written = []
+    for dataset, spec in params.datasets.items():
+        if not any(r.dataset == dataset for r in records):
+            continue
+        main = params.eval.main[dataset]
+        compare = params.report.compare_paper and metric == paper_results.METRIC
+        same_main = (main.sampler, main.nfe) == (
+            paper_results.MAIN_SAMPLER,
+            paper_results.MAIN_NFE.get(spec.source),
+        )
+        paper_mimg = paper_results.fid_vs_kimg(spec.source) if compare and same_main else {}
+        paper_nfe = paper_results.fid_vs_nfe(spec.source) if compare else {}
+        variants = params.variants
+        mimg = fid_vs_mimg_rows(stats, dataset, variants, main.sampler, main.nfe, paper_mimg)
+        nfe = fid_vs_nfe_rows(stats, dataset, variants, params.duration_kimg, paper_nfe)
+        speed = speedup_rows(
+            records, dataset, variants, (main.sampler, main.nfe), params.duration_kimg, paper_mimg, paper_nfe
+        )
+        folder = Path(out) / dataset
+        outputs = {
+            "fid_vs_mimg.csv": to_csv(mimg, MIMG_COLUMNS),
+            "fid_vs_mimg.md": fid_vs_mimg_markdown(mimg, dataset, variants, metric),
+            "fid_vs_nfe.csv": to_csv(nfe, NFE_COLUMNS),
+            "fid_vs_nfe.md": fid_vs_nfe_markdown(nfe, dataset, variants, metric),
+            "speedup.csv": to_csv(speed, SPEEDUP_COLUMNS),
+            "speedup.md": speedup_markdown(speed, dataset, metric, bool(paper_mimg or paper_nfe)),
+        }
+        for name, text in outputs.items():
+            atomic_write_text(folder / name, text)
+            written.append(folder / name)
+        for name, figure in (
+            ("fid_vs_mimg.png", fid_vs_mimg_figure(mimg, dataset, variants, metric)),
+            ("fid_vs_nfe.png", fid_vs_nfe_figure(nfe, dataset, variants, metric)),
+            ("speedup.png", speedup_figure(speed, dataset, metric)),
+        ):
+            write_figure(folder / name, figure)
+            written.append(folder / name)
+    return written
