@@ -2,7 +2,9 @@
 
 Runs FDM's reference implementation (https://github.com/sail-sg/FDM; its networks, preconditioners,
 losses and samplers, built on EDM's https://github.com/NVlabs/edm) from a checkout given by
-``--official``, on the CPU, beside ``fdm``:
+``--official``, on the CPU, beside ``fdm``. Our weights go into their SongUNet through
+``fdm.checkpoints.mapping.to_theirs`` (the one name and layout mapping, which ``fdm import-checkpoint``
+inverts); their key set and FIR filter buffers must be exactly those the mapping gives. Checked:
 
 - the denoiser D(x; sigma, labels, augment labels) of vp, ve, edm, fdm_vp, fdm_ve and fdm_edm on
   DDPM++ and NCSN++, with and without class labels, at 8 log-spaced sigmas over each formulation's range;
@@ -12,12 +14,16 @@ losses and samplers, built on EDM's https://github.com/NVlabs/edm) from a checko
 - Heun (their ``generate.edm_sampler``) at N = 10 and 18 and DPM-Solver++ (``generate.py --solver=dpm``:
   ``ablation_sampler`` with ``dpm_solver.py``) at NFE 5, 10 and 25 against ``fdm.sampling.sample``, from
   their per-seed latents, as float64 images and as the uint8 pixels ``generate.py`` writes;
+- ``fdm import-checkpoint`` on training pickles their code writes (each of the six preconditioner classes
+  with their loss and AugmentPipe, ``pickle.dump(dict(ema=..., ...))`` as their training loop does):
+  the imported snapshot's D(x; sigma) against the network their ``pickle.load`` gives, its weights mapped
+  back, and a pickle carrying a payload, which the importer must refuse without running it;
 - where the two are expected to differ: FDM-VE's multiplier (a documented departure), VP's sigma -> t
   inverse (float32 log(1 + sigma^2) in theirs) and the last step of the weight-cap warmup.
 
 It prints a table, writes what the authors' code produced to ``--out`` (the fixtures of
 tests/test_official_equivalence.py) and exits 1 if any check fails. Cases and tolerances are in
-tests/official_cases.py. Takes about 20 s on one core.
+tests/official_cases.py. Takes about 25 s on one core.
 
     PYTHONPATH=src python bench/official_crosscheck.py --official path/to/FDM [--out tests/fixtures/official]
 """
@@ -26,11 +32,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import dataclasses
+import io
 import json
 import math
+import pickle
+import pickletools
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from unittest import mock
 
@@ -41,13 +52,18 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 import official_cases as cases  # noqa: E402  (tests/, on the path above)
+from authors_pickles import REAL_GLOBALS, REAL_OPCODES  # noqa: E402
 
 from fdm import sampling  # noqa: E402
+from fdm.checkpoints import import_checkpoint  # noqa: E402
+from fdm.checkpoints.mapping import their_names, to_our_layout, to_theirs  # noqa: E402
+from fdm.checkpoints.unpickle import RestrictedUnpickler  # noqa: E402
 from fdm.diffusion import Denoiser  # noqa: E402
+from fdm.errors import FdmError  # noqa: E402
 from fdm.generation.generate import class_labels  # noqa: E402
 from fdm.nets import ARCHITECTURES  # noqa: E402
-from fdm.nets.layers import Resample  # noqa: E402
 from fdm.samples import quantize  # noqa: E402
+from fdm.snapshot import load_denoiser  # noqa: E402
 from fdm.training.loop import per_sample_loss  # noqa: E402
 
 # The network settings of the authors' train.py for --arch=ddpmpp and --arch=ncsnpp.
@@ -78,112 +94,44 @@ PRECONDITIONERS = {
 LOSSES = {"vp": "VPLoss", "ve": "VELoss", "edm": "EDMLoss"}
 
 
-# Weight mapping (docs/networks.md, "The authors' state dict") ------------------------------------------
-
-
-def authors_name(name: str, img_resolution: int, levels: int) -> str:
-    """The key in the authors' SongUNet state dict of our parameter or buffer ``name``."""
-    top, *rest = name.split(".")
-    if top.startswith("map_"):
-        return name
-
-    def key(level: int, block: str, tail: list[str]) -> str:
-        res = img_resolution >> level
-        return ".".join([f"{res}x{res}_{block}", *tail])
-
-    if top == "stem":
-        return "enc." + key(0, "conv", rest)
-    if top == "enc_down":
-        return "enc." + key(int(rest[0]) + 1, "down", rest[1:])
-    if top == "enc_aux" and rest[1] == "0":  # the 3x3 conv; rest[1] == "1" is the FIR filter (no weights)
-        return "enc." + key(int(rest[0]) + 1, "aux_residual", rest[2:])
-    if top == "enc_blocks":
-        return "enc." + key(int(rest[0]), f"block{rest[1]}", rest[2:])
-    if top == "dec_mid":
-        return "dec." + key(levels - 1, f"in{rest[0]}", rest[1:])
-    if top == "dec_up":
-        return "dec." + key(int(rest[0]), "up", rest[1:])
-    if top == "dec_blocks":
-        return "dec." + key(int(rest[0]), f"block{rest[1]}", rest[2:])
-    if top == "out_heads":
-        return "dec." + key(int(rest[0]), {"0": "aux_norm", "2": "aux_conv"}[rest[1]], rest[2:])
-    raise KeyError(f"no authors' counterpart for {name}")
-
-
-def to_authors(name: str, tensor: torch.Tensor) -> torch.Tensor:
-    """Our tensor in the authors' layout: q/k/v rows interleaved per channel, 1x1 convs for q/k/v and proj."""
-    if name.endswith(("qkv.weight", "qkv.bias")):
-        # Ours: rows [q_0..q_(C-1), k_0.., v_0..]; theirs: [q_0, k_0, v_0, q_1, ...] (reshape(C, 3) in forward).
-        channels = tensor.shape[0] // 3
-        tensor = tensor.reshape(3, channels, *tensor.shape[1:]).transpose(0, 1).reshape(tensor.shape)
-    if name.endswith(("qkv.weight", "proj.weight")):
-        tensor = tensor[:, :, None, None]
-    return tensor.contiguous()
-
-
-def from_authors(name: str, tensor: torch.Tensor) -> torch.Tensor:
-    """Inverse of ``to_authors``: the authors' tensor (e.g. a gradient) in our layout."""
-    if name.endswith(("qkv.weight", "proj.weight")):
-        tensor = tensor[:, :, 0, 0]
-    if name.endswith(("qkv.weight", "qkv.bias")):
-        channels = tensor.shape[0] // 3
-        tensor = tensor.reshape(channels, 3, *tensor.shape[1:]).transpose(0, 1).reshape(tensor.shape)
-    return tensor.contiguous()
-
-
 class Authors:
     """The authors' modules, imported from their checkout."""
 
     def __init__(self, checkout: Path):
         sys.path.insert(0, str(checkout))
         import generate
+        import training.augment
         import training.loss
         import training.networks
 
         self.networks, self.loss, self.generate = training.networks, training.loss, generate
+        self.augment = training.augment
         self.commit = subprocess.run(
             ["git", "-C", str(checkout), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
         ).stdout.strip()
 
-    def precond(self, formulation: str, net_name: str, ours: torch.nn.Module, **options) -> torch.nn.Module:
-        """Their preconditioner of ``formulation`` around their SongUNet, loaded with our network's weights."""
-        config = dict(cases.NETWORKS[net_name])
+    def build(self, formulation: str, network: dict, **options) -> torch.nn.Module:
+        """Their preconditioner of ``formulation`` around their SongUNet, configured as their train.py does
+        for our ``fdm.nets.build`` options ``network``, with their initial weights."""
+        config = dict(network)
+        settings = {key: config.pop(key) for key in AUTHORS_ARCHITECTURES[config["arch"]] if key in config}
         arch = config.pop("arch")
         cls = getattr(self.networks, PRECONDITIONERS[formulation])
         if formulation.startswith("fdm_"):
             options = {"fdm_multiplier": cases.AUTHORS_MULTIPLIER, **options}
-        precond = cls(
-            img_resolution=config.pop("img_resolution"),
-            img_channels=config.pop("img_channels"),
-            label_dim=config.pop("label_dim"),
-            **config,
-            **AUTHORS_ARCHITECTURES[arch],
-            **options,
-        )
-        theirs = precond.model.state_dict()
-        levels = len(cases.NETWORKS[net_name]["channel_mult"])
-        res = cases.NETWORKS[net_name]["img_resolution"]
-        mapped = {authors_name(k, res, levels): to_authors(k, v) for k, v in ours.state_dict().items()}
-        unmapped = set(theirs) - set(mapped)
-        # Their FIR filters are persistent buffers; ours are rebuilt from the config. Both are checked below.
-        assert all(k.endswith("resample_filter") for k in unmapped), sorted(unmapped)
-        assert set(mapped) <= set(theirs), sorted(set(mapped) - set(theirs))
-        precond.model.load_state_dict({**{k: theirs[k] for k in unmapped}, **mapped})
-        check_filters(theirs, ours, AUTHORS_ARCHITECTURES[arch]["resample_filter"])
+        return cls(**config, **{**AUTHORS_ARCHITECTURES[arch], **settings}, **options)
+
+    def precond(self, formulation: str, net_name: str, ours: torch.nn.Module, **options) -> torch.nn.Module:
+        """``build``, loaded with our network's weights."""
+        precond = self.build(formulation, cases.NETWORKS[net_name], **options)
+        fresh = precond.model.state_dict()
+        mapped = to_theirs(ours)  # docs/networks.md, "The authors' state dict"
+        assert set(mapped) == set(fresh), sorted(set(mapped) ^ set(fresh))
+        # Their FIR filters, as their code builds them, are the filters our Resample modules apply.
+        filters = [k for k in fresh if k.endswith(".resample_filter")]
+        assert all(torch.equal(fresh[k], mapped[k]) for k in filters), filters
+        precond.model.load_state_dict(mapped, strict=True)
         return precond
-
-
-def check_filters(theirs: dict, ours: torch.nn.Module, fir: list[int]) -> None:
-    """Both codes resample with outer(f, f) / sum(f)^2 (x4 when upsampling, a constant of our Resample)."""
-    f = torch.tensor(fir, dtype=torch.float32)
-    kernel = torch.outer(f, f) / f.sum() ** 2
-    for key, value in theirs.items():
-        if key.endswith("resample_filter"):
-            assert torch.equal(value[0, 0], kernel), key
-    for module in ours.modules():
-        if isinstance(module, Resample):
-            gain = 4 if module.direction == "up" else 1
-            assert torch.equal(module.kernel, (kernel * gain).expand_as(module.kernel)), module
 
 
 # Inputs -------------------------------------------------------------------------------------------------------
@@ -252,7 +200,7 @@ class Report:
     """Rows of (quantity, formulation, max abs difference, max scaled difference, tolerance, uint8, ok).
 
     A row keeps the largest differences over its cases. ``expect_equal=False`` marks a departure: the
-    row passes when the difference exceeds the tolerance.
+    row passes when the difference exceeds the tolerance. ``check`` adds a row that is a yes or no.
     """
 
     def __init__(self):
@@ -270,7 +218,12 @@ class Report:
         if uint8 is not None:
             row["uint8"] = [a + b for a, b in zip(row["uint8"], uint8, strict=True)]
 
+    def check(self, quantity, variant, passed: bool):
+        self.rows[quantity, variant] = dict(passed=passed)
+
     def ok(self, row) -> bool:
+        if "passed" in row:
+            return row["passed"]
         within = row["scaled"] <= row["tolerance"]
         return (within and row["uint8"][1] == 0) if row["expect_equal"] else not within
 
@@ -282,6 +235,9 @@ class Report:
         ]
         by_formulation = sorted(self.rows.items(), key=lambda item: cases.FORMULATIONS.index(item[0][1]))
         for (quantity, variant), row in by_formulation:
+            if "passed" in row:
+                lines.append(f"| {quantity} | {variant} |  |  |  |  | {'yes' if self.ok(row) else 'NO'} |")
+                continue
             differing, unexplained, unclipped, total = row["uint8"]
             uint8 = f"{differing} ({differing - unexplained}) / {unclipped} of {total}" if total else ""
             tolerance = f"{'<=' if row['expect_equal'] else '>'} {row['tolerance']:.0e}"
@@ -459,10 +415,9 @@ def check_gradients(report, fixtures, key, name, ours_net, precond, ours_total, 
     names = [n for n, _ in ours_net.named_parameters()]
     ours_grads = torch.autograd.grad(ours_total, list(ours_net.parameters()))
     their_params = dict(precond.model.named_parameters())
-    res, levels = ours_net.img_resolution, len(ours_net.enc_blocks)
-    keys = [authors_name(n, res, levels) for n in names]
-    their_grads = torch.autograd.grad(theirs_total, [their_params[k] for k in keys])
-    their_grads = [from_authors(n, g) for n, g in zip(names, their_grads, strict=True)]
+    keys = their_names(ours_net)
+    their_grads = torch.autograd.grad(theirs_total, [their_params[keys[n]] for n in names])
+    their_grads = [to_our_layout(n, g) for n, g in zip(names, their_grads, strict=True)]
     sums = np.array([g.double().sum().item() for g in their_grads])
     l1 = np.array([g.double().abs().sum().item() for g in their_grads])
     l2 = np.array([g.double().norm().item() for g in their_grads])
@@ -533,6 +488,124 @@ def check_samplers(authors: Authors, report: Report, fixtures: dict) -> None:
             fixtures["samplers"][f"{name}/{sampler}_{steps}_uint8"] = theirs_uint8
 
 
+class Payload:
+    """Pickles as a call of ``open(path, "w")``: loading it with ``pickle.load`` creates the file."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __reduce__(self):
+        return open, (str(self.path), "w")
+
+
+def training_pickle(authors: Authors, name: str, path: Path, payload: Payload | None = None) -> None:
+    """Write what the authors' training loop pickles for ``name`` to ``path``.
+
+    Their preconditioner (train.py's settings, their initialisation, then every parameter perturbed as in
+    tests/official_cases.py), their loss (FDM's with warmup_ite) and AugmentPipe (train.py --augment=0.12),
+    saved as training/training_loop.py does: an EMA copy in eval mode without grads, pickle.dump(dict(...)).
+    """
+    network = cases.layouts()[f"import/{name}"]
+    seed = cases.IMPORT_SEED + cases.FORMULATIONS.index(name)
+    torch.manual_seed(seed)
+    precond = authors.build(name, network, model_type="SongUNet", use_fp16=False)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in precond.parameters():
+            parameter.add_(cases.PERTURBATION * torch.randn(parameter.shape, generator=generator))
+    warmup = dict(warmup_ite=float(cases.WARMUP)) if name.startswith("fdm_") else {}
+    loss_fn = getattr(authors.loss, LOSSES[name.removeprefix("fdm_")])(**warmup)
+    augment_pipe = authors.augment.AugmentPipe(
+        p=0.12, xflip=1e8, yflip=1, scale=1, rotate_frac=1, aniso=1, translate_frac=1
+    )
+    dataset_kwargs = dict(
+        class_name="training.dataset.ImageFolderDataset",
+        path="datasets/images.zip",
+        use_labels=bool(network["label_dim"]),
+        xflip=False,
+        cache=True,
+        resolution=network["img_resolution"],
+        max_size=50000,
+    )
+    ema = copy.deepcopy(precond).eval().requires_grad_(False)
+    if payload is not None:
+        ema.payload = payload
+    data = dict(ema=ema, loss_fn=loss_fn, augment_pipe=augment_pipe, dataset_kwargs=dataset_kwargs)
+    with open(path, "wb") as f:
+        pickle.dump(data, f)
+
+
+def structure(path: Path) -> tuple[set[str], set[str]]:
+    """The globals (``module.name``) and opcodes of a pickle, read with the importer's unpickler."""
+    seen = set()
+
+    class Recording(RestrictedUnpickler):
+        def find_class(self, module, name):
+            seen.add(f"{module}.{name}")
+            return super().find_class(module, name)
+
+    data = path.read_bytes()
+    Recording(io.BytesIO(data)).load()
+    return seen, {op.name for op, _, _ in pickletools.genops(data)}
+
+
+def check_imports(authors: Authors, report: Report, work: Path) -> str:
+    """`fdm import-checkpoint` on training pickles of the authors' code: their structure against the tests'
+    stand-ins (tests/authors_pickles.py), D(x; sigma) of the imported snapshot against the network their
+    generate.py loads from the same file, and the weights mapped back to theirs. Then a pickle with a
+    payload: refused by the importer, live under pickle.load. Returns the refusal, one line."""
+    for name in cases.FORMULATIONS:
+        net_name = cases.IMPORT_CASES[name]["network"]
+        path = work / f"{name}-network-snapshot-000000.pkl"
+        training_pickle(authors, name, path)
+        report.check(
+            "import-checkpoint pickle: the globals and opcodes of the tests' stand-ins",
+            name,
+            structure(path) == (REAL_GLOBALS, REAL_OPCODES),
+        )
+        import_checkpoint(str(path), work / f"{name}.safetensors")  # the restricted unpickler: nothing runs
+        ours, _ = load_denoiser(work / f"{name}.safetensors")
+        with open(path, "rb") as f:
+            theirs = pickle.load(f)["ema"]  # as their generate.py loads it, running their pickled code
+        mapped, state = to_theirs(ours.net), theirs.model.state_dict()
+        assert set(mapped) == set(state), sorted(set(mapped) ^ set(state))
+        for key, tensor in state.items():
+            report.add("import-checkpoint weights, mapped back", name, mapped[key], tensor, 1.0, 0.0)
+        data = inputs(net_name)
+        labels, augment = data.get("class_labels"), data["augment_labels"]
+        sigma = torch.tensor(np.geomspace(ours.sigma_min, ours.sigma_max, cases.BATCH), dtype=torch.float32)
+        x = data["y"] + sigma.reshape(-1, 1, 1, 1) * data["noise"]
+        with torch.no_grad():
+            theirs_D = theirs(x, sigma, labels, augment_labels=augment)
+            ours_D = ours(x, sigma, labels, augment)
+        report.add(
+            "import-checkpoint D(x; sigma)",
+            name,
+            ours_D,
+            theirs_D,
+            cases.row_scale(theirs_D),
+            cases.DENOISER_RTOL,
+        )
+
+    marker, path = work / "created-by-the-payload", work / "payload.pkl"
+    training_pickle(authors, "edm", path, payload=Payload(marker))
+    try:
+        import_checkpoint(str(path), work / "payload.safetensors")
+        message = ""
+    except FdmError as err:
+        message = str(err).replace(str(work), "<tmp>")
+    refused = "io.open" in message and "\n" not in message
+    created_by_import = marker.exists() or (work / "payload.safetensors").exists()
+    with open(path, "rb") as f:
+        pickle.load(f)["ema"].payload.close()  # the control: the stock unpickler runs the payload
+    report.check(
+        "import-checkpoint refuses a payload (io.open): one-line error, no file; pickle.load runs it",
+        "edm",
+        refused and not created_by_import and marker.exists(),
+    )
+    return message
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--official", required=True, type=Path, help="checkout of github.com/sail-sg/FDM")
@@ -554,11 +627,17 @@ def main() -> int:
             [p.double().sum().item() for p in net.parameters()]
         )
         fixtures["networks"][f"{net_name}/seed"] = np.array(cases.WEIGHT_SEEDS[net_name])
+    for key, network in cases.layouts().items():  # what to_theirs must give: test_mapping_...
+        their_state = authors.build("edm", network).model.state_dict()
+        fixtures["networks"][f"{key}/authors_state"] = cases.state_layout(their_state)
     check_denoisers(authors, report, fixtures)
     check_samplers(authors, report, fixtures)
+    with tempfile.TemporaryDirectory() as work:
+        refusal = check_imports(authors, report, Path(work))
 
     print(f"authors' code: {cases.AUTHORS_REPOSITORY} at {authors.commit}\n")
     print(report.table())
+    print(f"\nthe payload's refusal: {refusal}")
     args.out.mkdir(parents=True, exist_ok=True)
     for part, arrays in fixtures.items():
         np.savez_compressed(args.out / f"{part}.npz", authors_commit=np.array(authors.commit), **arrays)
@@ -571,6 +650,8 @@ def main() -> int:
         weight_seeds=cases.WEIGHT_SEEDS,
         perturbation=cases.PERTURBATION,
         formulation_options=cases.FORMULATION_OPTIONS,
+        import_cases=cases.IMPORT_CASES,
+        import_seed=cases.IMPORT_SEED,
         authors_fdm_multiplier=cases.AUTHORS_MULTIPLIER,
         warmup=cases.WARMUP,
         loss_steps=cases.LOSS_STEPS,
@@ -581,7 +662,8 @@ def main() -> int:
         dpm_nfe=cases.DPM_NFE,
     )
     (args.out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    print(f"\nfixtures written to {args.out}")
+    shown = args.out.resolve()
+    print(f"\nfixtures written to {shown.relative_to(ROOT) if shown.is_relative_to(ROOT) else shown}")
     if not report.all_ok():
         print("FAILED: some quantity is outside its tolerance (rows marked NO)")
         return 1

@@ -6,8 +6,10 @@ class_name, state}, with state the object's ``__dict__``. ``StubModule`` does th
 source of "# stub" lines, so its pickles have the real structure: nested persistent modules, torch ModuleDicts,
 parameters and buffers through torch's own reduce functions, numpy scalars among the attributes.
 
-``training_pickle`` lays out a network of ours under the authors' SongUNet names (the table in
-docs/networks.md, read backwards): the importer must give back exactly the network it started from.
+``training_pickle`` lays out a network of ours under the authors' SongUNet names with
+``fdm.checkpoints.mapping.to_theirs`` (which bench/official_crosscheck.py checks against the authors'
+own SongUNet): the importer, which inverts that mapping, must give back exactly the network it started
+from.
 """
 
 from __future__ import annotations
@@ -18,6 +20,25 @@ import pickle
 
 import numpy as np
 import torch
+
+from fdm.checkpoints.mapping import to_theirs
+
+# What pickles written by the authors' code hold (bench/official_crosscheck.py checks it on real ones).
+REAL_GLOBALS = {
+    "torch_utils.persistence._reconstruct_persistent_obj",
+    "torch._utils._rebuild_tensor_v2",
+    "torch._utils._rebuild_parameter",
+    "torch.storage._load_from_bytes",
+    "torch.nn.modules.container.ModuleDict",
+    "collections.OrderedDict",
+    "numpy.dtype",
+    f"{np.float64(0).__reduce__()[0].__module__}.scalar",  # numpy._core.multiarray from numpy 2 on
+}
+REAL_OPCODES = set(
+    "APPEND APPENDS BINBYTES BINFLOAT BINGET BININT BININT1 BININT2 BINUNICODE BUILD EMPTY_DICT EMPTY_LIST "
+    "EMPTY_SET EMPTY_TUPLE FRAME LONG_BINGET MARK MEMOIZE NEWFALSE NEWOBJ NEWTRUE NONE PROTO REDUCE SETITEM "
+    "SETITEMS SHORT_BINBYTES SHORT_BINUNICODE STACK_GLOBAL STOP TUPLE TUPLE1 TUPLE2 TUPLE3".split()
+)
 
 # Long enough (over 255 bytes) to be pickled with the same opcode as a real module source.
 _STUB_SOURCE = "# stub\n" * 40
@@ -112,80 +133,6 @@ def stub(class_name: str, init_kwargs: dict, module: bool = True, **attributes):
     return obj
 
 
-def authors_name(ours: str, network: dict) -> str:
-    """The authors' name (under the preconditioner) of one of our state-dict entries."""
-    top = network["img_resolution"]
-    levels = len(network["channel_mult"])
-
-    def at(level: int) -> str:
-        return f"{top >> level}x{top >> level}"
-
-    parts = ours.split(".")
-    head, rest = parts[0], lambda n: ".".join(parts[n:])
-    if head.startswith("map_"):
-        name = ours
-    elif head == "stem":
-        name = f"enc.{at(0)}_conv.{rest(1)}"
-    elif head == "enc_down":
-        name = f"enc.{at(int(parts[1]) + 1)}_down.{rest(2)}"
-    elif head == "enc_blocks":
-        name = f"enc.{at(int(parts[1]))}_block{parts[2]}.{rest(3)}"
-    elif head == "enc_aux" and network["encoder_type"] == "residual":
-        name = f"enc.{at(int(parts[1]) + 1)}_aux_residual.{rest(3)}"
-    elif head == "enc_aux":
-        name = f"enc.{at(int(parts[1]) + 1)}_aux_skip.{rest(2)}"
-    elif head == "dec_mid":
-        name = f"dec.{at(levels - 1)}_in{parts[1]}.{rest(2)}"
-    elif head == "dec_up":
-        name = f"dec.{at(int(parts[1]))}_up.{rest(2)}"
-    elif head == "dec_blocks":
-        name = f"dec.{at(int(parts[1]))}_block{parts[2]}.{rest(3)}"
-    else:  # out_heads.<level>.<0 norm | 2 conv>
-        name = f"dec.{at(int(parts[1]))}_aux_{'norm' if parts[2] == '0' else 'conv'}.{rest(3)}"
-    return "model." + name
-
-
-def _authors_tensor(name: str, tensor: torch.Tensor) -> torch.Tensor:
-    """1x1 convolutions for the attention projections, with q, k, v interleaved channel by channel."""
-    leaf = ".".join(name.split(".")[-2:])
-    if leaf in ("qkv.weight", "qkv.bias"):
-        channels = tensor.shape[0] // 3
-        tensor = tensor.reshape(3, channels, *tensor.shape[1:]).transpose(0, 1).reshape(tensor.shape)
-    if leaf in ("qkv.weight", "proj.weight"):
-        tensor = tensor[:, :, None, None]
-    return tensor.clone()
-
-
-def _fir(taps) -> torch.Tensor:
-    f = torch.as_tensor(taps, dtype=torch.float32)
-    return (torch.outer(f, f) / f.sum() ** 2)[None, None]
-
-
-def authors_tensors(net: torch.nn.Module, network: dict) -> dict[str, torch.Tensor]:
-    """Our net's state dict under the authors' names, plus the FIR filter buffers of their resamplers."""
-    tensors = {authors_name(k, network): _authors_tensor(k, v) for k, v in net.state_dict().items()}
-    top, levels, fir = (
-        network["img_resolution"],
-        len(network["channel_mult"]),
-        _fir(network["resample_filter"]),
-    )
-    for level in range(1, levels):
-        res = f"{top >> level}x{top >> level}"
-        tensors[f"model.enc.{res}_down.conv0.resample_filter"] = fir.clone()
-        tensors[f"model.enc.{res}_down.skip.resample_filter"] = fir.clone()
-        if network["encoder_type"] == "residual":
-            tensors[f"model.enc.{res}_aux_residual.resample_filter"] = fir.clone()
-        if network["encoder_type"] == "skip":
-            tensors[f"model.enc.{res}_aux_down.resample_filter"] = fir.clone()
-    for level in range(levels - 1):
-        res = f"{top >> level}x{top >> level}"
-        tensors[f"model.dec.{res}_up.conv0.resample_filter"] = fir.clone()
-        tensors[f"model.dec.{res}_up.skip.resample_filter"] = fir.clone()
-        if network["decoder_type"] == "skip":
-            tensors[f"model.dec.{res}_aux_up.resample_filter"] = fir.clone()
-    return tensors
-
-
 def _class_of(part: str) -> str:
     if part.startswith("map_noise"):
         return "PositionalEmbedding"
@@ -237,7 +184,8 @@ def training_pickle(
     """
     model_kwargs = {k: v for k, v in network.items() if k not in ("arch", "img_channels")}
     model_kwargs.update(in_channels=network["img_channels"], out_channels=network["img_channels"])
-    model = network_tree(authors_tensors(net, network), model_kwargs, model_class)
+    tensors = {f"model.{name}": tensor.clone() for name, tensor in to_theirs(net).items()}
+    model = network_tree(tensors, model_kwargs, model_class)
     interface = {k: network[k] for k in ("img_resolution", "img_channels", "label_dim")}
     model_options = {k: v for k, v in network.items() if k not in ("arch", *interface)}
     kwargs = {

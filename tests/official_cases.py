@@ -59,6 +59,22 @@ NETWORKS: dict[str, dict] = {
 DENOISER_NETWORKS = ("ddpmpp_cond", "ddpmpp_uncond", "ncsnpp_cond", "ncsnpp_uncond")
 WEIGHT_SEEDS = {name: seed for seed, name in enumerate(NETWORKS)}
 
+# Training pickles the bench writes with the authors' code (their weights: their initialisation under
+# IMPORT_SEED + the formulation's index, then moved as PERTURBATION says) and reads with
+# `fdm import-checkpoint`: per preconditioner, the network above whose shapes it takes and the SongUNet
+# options changed from its architecture's, so that every encoder and decoder type is imported. The VP
+# classes take DDPM++: our import of VP uses log1p, and NCSN++ shows their float32 rounding below
+# sigma = 1 (the bench's "D, log1p VP" rows).
+IMPORT_CASES: dict[str, dict] = {
+    "vp": dict(network="ddpmpp_cond", changes={}),
+    "ve": dict(network="ncsnpp_uncond", changes={}),
+    "edm": dict(network="ddpmpp_cond", changes=dict(encoder_type="skip", decoder_type="skip")),
+    "fdm_vp": dict(network="ddpmpp_uncond", changes={}),
+    "fdm_ve": dict(network="ncsnpp_cond", changes={}),
+    "fdm_edm": dict(network="ncsnpp_uncond", changes=dict(decoder_type="skip")),
+}
+IMPORT_SEED = 100
+
 FORMULATIONS = ("vp", "ve", "edm", "fdm_vp", "fdm_ve", "fdm_edm")
 WARMUP = 200  # FDM's loss-weight warmup: the authors' CIFAR-10 FDM-EDM setting (--warmup_ite=200).
 # The authors build every FDM preconditioner with fdm_multiplier=2 (their train.py default). Their
@@ -109,6 +125,20 @@ GRADIENT_RTOL = 1e-4
 # uint8 pixels can then differ only where an image lies within this tolerance of a rounding boundary
 # (``uint8_mismatches``), which no pixel did when the fixtures were made.
 IMAGE_RTOL = 1e-5
+
+
+def layouts() -> dict[str, dict]:
+    """The network configurations whose state-dict layout the fixtures record from the authors' SongUNet:
+    each of NETWORKS, and each import case's network with its changes (``import/<formulation>``)."""
+    result = dict(NETWORKS)
+    for name, case in IMPORT_CASES.items():
+        result[f"import/{name}"] = {**NETWORKS[case["network"]], **case["changes"]}
+    return result
+
+
+def state_layout(state: dict) -> np.ndarray:
+    """A state dict's names and shapes, sorted by name: ["name [d0, d1, ...]", ...]."""
+    return np.array([f"{name} {list(state[name].shape)}" for name in sorted(state)])
 
 
 def network(name: str) -> torch.nn.Module:

@@ -1,15 +1,12 @@
 """`fdm import-checkpoint`: the authors' training pickles into snapshots, without running their code.
 
 The pickles come from ``authors_pickles.training_pickle``: our network, laid out under the authors'
-SongUNet names inside stand-in persistent classes whose module source is "# stub" lines. How they were
-checked against the real thing (outside the project, not committed): networks of every preconditioner
-class (VP/VE/EDMPrecond from NVlabs/edm, FDM_VP/VE/EDMPrecond from sail-sg/FDM; DDPM++ and NCSN++,
-standard, residual and skip encoders/decoders; 8x8, two levels, attention) were built with the authors'
-code on the CPU and saved as their training loop saves them, ``pickle.dump(dict(ema=..., loss_fn=...,
-augment_pipe=..., dataset_kwargs=...))``. Those pickles use exactly the globals in ``REAL_GLOBALS`` and the
-opcodes in ``REAL_OPCODES``, as the generator's do (``test_generator_has_the_structure_of_real_pickles``),
-and the importer's denoiser matched the authors' D(x; sigma) on the same inputs to float32 rounding
-(at most 2.7e-5 where |D| reaches 50, 3.4e-7 for EDM-type outputs of size 3).
+SongUNet names inside stand-in persistent classes whose module source is "# stub" lines. The real thing
+is checked by bench/official_crosscheck.py: it writes pickles with the authors' code (each of the six
+preconditioner classes, with their loss and AugmentPipe, as their training loop saves them), finds in
+them exactly the globals in ``REAL_GLOBALS`` and the opcodes in ``REAL_OPCODES``, as the generator's
+have (``test_generator_has_the_structure_of_real_pickles``), and imports them to denoisers that match
+the authors' D(x; sigma) to float32 rounding (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -21,10 +18,9 @@ import os
 import pickle
 import pickletools
 
-import numpy as np
 import pytest
 import torch
-from authors_pickles import Call, Global, dumps, training_pickle
+from authors_pickles import REAL_GLOBALS, REAL_OPCODES, Call, Global, dumps, training_pickle
 from data_fixtures import assert_fails_cleanly, run_fdm, serve
 
 from fdm.checkpoints import load_authors_pickle
@@ -34,21 +30,6 @@ from fdm.digest import file_sha256
 from fdm.nets import ARCHITECTURES, DEFAULT_OPTIONS, build
 from fdm.snapshot import load_denoiser
 
-REAL_GLOBALS = {
-    "torch_utils.persistence._reconstruct_persistent_obj",
-    "torch._utils._rebuild_tensor_v2",
-    "torch._utils._rebuild_parameter",
-    "torch.storage._load_from_bytes",
-    "torch.nn.modules.container.ModuleDict",
-    "collections.OrderedDict",
-    "numpy.dtype",
-    f"{np.float64(0).__reduce__()[0].__module__}.scalar",  # numpy._core.multiarray from numpy 2 on
-}
-REAL_OPCODES = set(
-    "APPEND APPENDS BINBYTES BINFLOAT BINGET BININT BININT1 BININT2 BINUNICODE BUILD EMPTY_DICT EMPTY_LIST "
-    "EMPTY_SET EMPTY_TUPLE FRAME LONG_BINGET MARK MEMOIZE NEWFALSE NEWOBJ NEWTRUE NONE PROTO REDUCE SETITEM "
-    "SETITEMS SHORT_BINBYTES SHORT_BINUNICODE STACK_GLOBAL STOP TUPLE TUPLE1 TUPLE2 TUPLE3".split()
-)
 SMALL = dict(
     img_resolution=8,
     img_channels=3,

@@ -4,7 +4,8 @@ The golden values in tests/fixtures/official/ were written by bench/official_cro
 FDM's reference implementation (https://github.com/sail-sg/FDM, the commit in manifest.json) beside
 ours. No authors' code runs here: our side is rebuilt from the stored seeds and configurations
 (tests/official_cases.py, which also states each tolerance and why) and compared with their outputs:
-the denoiser D, the per-sample loss with FDM's weight cap, the gradients, Heun and DPM-Solver++ images.
+the layout of their state dict (what ``fdm.checkpoints.mapping`` must produce), the denoiser D, the
+per-sample loss with FDM's weight cap, the gradients, Heun and DPM-Solver++ images.
 
 Two departures are documented and shown here rather than tolerated: FDM-VE's multiplier (their code
 ignores it; ``multiplier=1.0`` reproduces their runs) and the end of the weight-cap warmup (their
@@ -23,8 +24,10 @@ import pytest
 import torch
 
 from fdm import sampling
+from fdm.checkpoints.mapping import to_ours, to_theirs
 from fdm.diffusion import Denoiser, formulation
 from fdm.generation.generate import class_labels
+from fdm.nets import build
 from fdm.samples import quantize
 from fdm.training.loop import per_sample_loss
 
@@ -83,6 +86,7 @@ def test_fixtures_match_the_cases(fixtures):
     assert MANIFEST["weight_seeds"] == cases.WEIGHT_SEEDS
     assert MANIFEST["perturbation"] == cases.PERTURBATION
     assert MANIFEST["formulation_options"] == cases.FORMULATION_OPTIONS
+    assert MANIFEST["import_cases"] == cases.IMPORT_CASES and MANIFEST["import_seed"] == cases.IMPORT_SEED
     assert MANIFEST["loss_steps"] == list(cases.LOSS_STEPS) and MANIFEST["seeds"] == list(cases.SEEDS)
     for part in fixtures.values():
         assert str(part["authors_commit"]) == MANIFEST["authors_commit"]
@@ -96,6 +100,18 @@ def test_weights_rebuild_from_the_seed(fixtures, networks, net_name):
     assert [n for n, _ in net.named_parameters()] == list(fixtures["networks"][f"{net_name}/names"])
     sums = np.array([p.double().sum().item() for p in net.parameters()])
     np.testing.assert_allclose(sums, fixtures["networks"][f"{net_name}/sums"], rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("layout", cases.layouts())
+def test_mapping_gives_the_authors_state_dict(fixtures, layout):
+    """fdm.checkpoints.mapping lays out our network as the authors' SongUNet state dict (every name and
+    shape, FIR filter buffers included), and back without loss."""
+    net = build(**cases.layouts()[layout])
+    theirs = to_theirs(net)
+    assert list(cases.state_layout(theirs)) == list(fixtures["networks"][f"{layout}/authors_state"])
+    back = to_ours(theirs, net)
+    assert back.keys() == net.state_dict().keys()
+    assert all(torch.equal(back[k], v) for k, v in net.state_dict().items())
 
 
 @pytest.mark.parametrize(("net_name", "name"), COMBINATIONS)

@@ -4,8 +4,9 @@ EDM (Karras et al. 2022, arXiv 2206.00364, https://github.com/NVlabs/edm) and FD
 arXiv 2306.06991, https://github.com/sail-sg/FDM) save ``network-snapshot-*.pkl`` as a pickled dict
 ``{"ema": <preconditioned network>, "loss_fn": ..., "augment_pipe": ..., "dataset_kwargs": ...}``
 whose classes carry their own source code. ``fdm.checkpoints.unpickle`` reads such a file as data
-only; ``fdm.checkpoints.convert`` maps the EMA network to ``fdm.nets.build`` options, a formulation and
-our state-dict names (docs/networks.md, "Importing the authors' checkpoints").
+only; ``fdm.checkpoints.convert`` maps the EMA network to ``fdm.nets.build`` options and a formulation,
+and ``fdm.checkpoints.mapping`` its weights to our state dict (docs/networks.md, "The authors' state
+dict" and "Importing the authors' checkpoints").
 
     from fdm.checkpoints import import_checkpoint, load_authors_pickle
     config = import_checkpoint("network-snapshot-200000.pkl", "imported.safetensors")
@@ -58,7 +59,7 @@ def _convert(path: Path, source: str, digest: str) -> tuple[torch.nn.Module, dic
         net = build(**network)
     except (TypeError, ValueError) as err:
         raise FdmError(f"the pickle's SongUNet options do not build here: {err}") from None
-    load_weights(net, model, network)
+    load_weights(net, model)
     loss_record = loss and {
         "class_name": loss.class_name,
         "init_kwargs": jsonable(loss.init_kwargs, f"{loss.class_name} option"),

@@ -4,17 +4,18 @@ The preconditioners are those of EDM (Karras et al. 2022, arXiv 2206.00364; http
 ``training/networks.py``: VPPrecond, VEPrecond, EDMPrecond) and FDM (Wu et al. 2023, arXiv 2306.06991;
 https://github.com/sail-sg/FDM, the same file: FDM_VPPrecond, FDM_VEPrecond, FDM_EDMPrecond). Each wraps
 a raw network, ``model``, of class SongUNet (DDPM++ / NCSN++, which this project implements) or
-DhariwalUNet (ADM, which it does not). docs/networks.md, "Importing the authors' checkpoints", has the
-name mapping and the formulation rules.
+DhariwalUNet (ADM, which it does not). The names and layouts of the weights are those of
+``fdm.checkpoints.mapping``; docs/networks.md, "Importing the authors' checkpoints", has the formulation
+rules.
 """
 
 from __future__ import annotations
 
 import math
-import re
 
 import torch
 
+from fdm.checkpoints.mapping import to_ours
 from fdm.checkpoints.unpickle import Container, Persistent
 from fdm.diffusion import formulation
 from fdm.diffusion.fdm import FDM_BETA_D, FDM_BETA_MIN
@@ -180,54 +181,6 @@ def _warmup(loss: Persistent | None, notes: list[str]) -> int:
     return round(value)
 
 
-# Layers of the authors' SongUNet (names under model.enc / model.dec, ``{R}x{R}_<kind><index>``) and ours.
-# ``{l}`` is the level, log2(img_resolution / R); ``{i}`` the index; ``{p}`` the level minus one.
-_LAYERS = {
-    ("enc", "conv"): "stem",
-    ("enc", "down"): "enc_down.{p}",
-    ("enc", "block"): "enc_blocks.{l}.{i}",
-    ("enc", "aux_skip"): "enc_aux.{p}",
-    ("enc", "aux_residual"): "enc_aux.{p}.0",
-    ("dec", "in"): "dec_mid.{i}",
-    ("dec", "up"): "dec_up.{l}",
-    ("dec", "block"): "dec_blocks.{l}.{i}",
-    ("dec", "aux_norm"): "out_heads.{l}.0",
-    ("dec", "aux_conv"): "out_heads.{l}.2",
-}
-_LAYER_NAME = re.compile(
-    r"(enc|dec)\.(\d+)x(\d+)_(conv|down|block|aux_skip|aux_residual|in|up|aux_norm|aux_conv)(\d*)\.(.+)"
-)
-_INDEXED = {"block", "in"}
-
-
-def our_name(name: str, img_resolution: int) -> str | None:
-    """Our state-dict name for the authors' ``name`` (relative to ``model.``), or None if it has none."""
-    if re.fullmatch(r"map_(noise|label|augment|layer0|layer1)\.\w+", name):
-        return name
-    match = _LAYER_NAME.fullmatch(name)
-    if match is None:
-        return None
-    part, res, res2, kind, index, rest = match.groups()
-    if (part, kind) not in _LAYERS or res != res2 or (kind in _INDEXED) != bool(index):
-        return None
-    ratio = img_resolution // max(int(res), 1)
-    if ratio < 1 or ratio & (ratio - 1) or img_resolution != int(res) * ratio:
-        return None
-    level = ratio.bit_length() - 1
-    return _LAYERS[part, kind].format(l=level, p=level - 1, i=index or 0) + "." + rest
-
-
-def _to_ours(rest: str, tensor: torch.Tensor) -> torch.Tensor:
-    """The attention projections are 1x1 convolutions there, linear layers here; q, k, v interleave there."""
-    if rest in ("qkv.weight", "proj.weight") and tensor.ndim == 4 and tensor.shape[2:] == (1, 1):
-        tensor = tensor.flatten(1)
-    if rest in ("qkv.weight", "qkv.bias") and tensor.shape[0] % 3 == 0:
-        # Their output channel 3c + j is (q, k, v)[j] of channel c; ours is channel c of block j.
-        channels = tensor.shape[0] // 3
-        tensor = tensor.reshape(channels, 3, *tensor.shape[1:]).transpose(0, 1).reshape(tensor.shape)
-    return tensor
-
-
 def module_tensors(obj: Persistent | Container, prefix: str = ""):
     """Yield (name, tensor) for the parameters and persistent buffers of a pickled module tree."""
     state = obj.state
@@ -247,38 +200,6 @@ def module_tensors(obj: Persistent | Container, prefix: str = ""):
         yield from module_tensors(child, f"{prefix}{name}.")
 
 
-def _resample_filter(taps) -> torch.Tensor:
-    f = torch.as_tensor(taps, dtype=torch.float32)
-    return (torch.outer(f, f) / f.sum().square())[None, None]
-
-
-def load_weights(net: torch.nn.Module, model: Persistent, network: dict) -> None:
-    """Copy ``model``'s tensors into ``net`` under our names (strict); one-line errors for any mismatch."""
-    expected, mapped, origin = net.state_dict(), {}, {}
-    fir = _resample_filter(network["resample_filter"])
-    for name, tensor in module_tensors(model, "model."):
-        short = name.removeprefix("model.")
-        if short.endswith(".resample_filter"):  # A constant of the architecture: ours rebuilds it.
-            if tensor.shape != fir.shape or not torch.allclose(tensor.float(), fir):
-                raise FdmError(f"{name} differs from the filter its resample_filter option implies")
-            continue
-        ours = our_name(short, network["img_resolution"])
-        if ours is None or ours not in expected:
-            raise FdmError(f"{name} has no counterpart in the network its options describe")
-        if not tensor.is_floating_point():
-            raise FdmError(f"{name} holds {tensor.dtype} values, not floating point")
-        tensor = _to_ours(".".join(short.split(".")[-2:]), tensor.float())
-        if tensor.shape != expected[ours].shape:
-            raise FdmError(
-                f"{name} has shape {list(tensor.shape)} where the network its options describe needs "
-                f"{list(expected[ours].shape)} ({ours})"
-            )
-        if ours in origin:
-            raise FdmError(f"{origin[ours]} and {name} both stand for {ours}")
-        mapped[ours], origin[ours] = tensor, name
-    missing = [k for k in expected if k not in mapped]
-    if missing:
-        raise FdmError(
-            f"the pickle has no tensor for {missing[0]} ({len(missing)} of {len(expected)} missing)"
-        )
-    net.load_state_dict(mapped, strict=True)
+def load_weights(net: torch.nn.Module, model: Persistent) -> None:
+    """Copy ``model``'s tensors into ``net`` (``fdm.checkpoints.mapping``, strict); one-line errors."""
+    net.load_state_dict(to_ours(dict(module_tensors(model)), net, prefix="model."), strict=True)
