@@ -4,11 +4,12 @@ Input: every ``runs/<dataset>/<variant>/s<seed>/eval/<kimg>/<sampler>-<nfe>/metr
 profile. Output, per dataset, under ``reports/<dataset>/`` (how to read them: docs/report.md):
 
 - ``fid_vs_mimg.{csv,md,png}``: the report metric against training Mimg at the dataset's main sampler
-  and NFE (paper.md section 3.1); per point the mean over training seeds, its standard deviation and
-  its 95% Student-t confidence interval (none for one seed);
-- ``fid_vs_nfe.{csv,md,png}``: the same against NFE per sampler at the final snapshot (section 3.2);
-- ``speedup.{csv,md,png}``: FDM's two claims, measured (section 3.3), with one definition for both
-  axes and a percentile bootstrap interval over training seeds.
+  and NFE (the paper's FID-vs-training table, ``fdm.paper_results``); per point the mean over training
+  seeds, its standard deviation and its 95% Student-t confidence interval (none for one seed);
+- ``fid_vs_nfe.{csv,md,png}``: the same against NFE per sampler at the final snapshot (its FID-vs-NFE
+  tables);
+- ``speedup.{csv,md,png}``: FDM's two claims (about half the training, about 3x fewer steps), measured,
+  with one definition for both axes and a percentile bootstrap interval over training seeds.
 
 With ``report.compare_paper`` and the paper's metric, the paper's numbers stand beside ours. The files
 are pure functions of the records: byte-identical across reruns, PNGs included, and written atomically.
