@@ -56,10 +56,34 @@ def test_params_yaml_is_the_smoke_profile():
         (
             "    ve: {arch: ncsnpp}",
             "    vee: {arch: ncsnpp}",
-            "train.variants: unknown key 'vee' (expected one of",
+            "train.variants.vee: not a variant of this profile (edm, fdm_edm, vp, fdm_vp, ve, fdm_ve)",
         ),
         ("    ve: {arch: ncsnpp}", "    ve: {arch: ncsnp}", "train.variants.ve.arch: unknown value 'ncsnp'"),
-        ("variants: [edm,", "variants: [edn,", "variants[0]: unknown value 'edn' (expected one of edm,"),
+        (
+            "variants: [edm,",
+            "variants: [edn,",
+            "variants: 'edn' is not a formulation's name: give train.variants.edn",
+        ),
+        (
+            "    fdm_multiplier: 2.0",
+            "    fdm_multiplier: 0",
+            "train.defaults.fdm_multiplier: 0 is less than or equal",
+        ),
+        (
+            "    fdm_warmup: 50 ",
+            "    fdm_warmup: -1 ",
+            "train.defaults.fdm_warmup: -1 is less than the minimum of 0",
+        ),
+        (
+            "    fdm_warmup: 50 ",
+            "    fdm_cin: multiply\n    fdm_warmup: 50 ",
+            "train.defaults.fdm_cin: unknown value 'multiply'",
+        ),
+        (
+            "  compare_paper: false",
+            "  compare_paper: false\n  ablations: [{name: m, setting: fdm_multiplier, variants: [fdm_edm, fdm_x]}]",
+            "report.ablations[0].variants: 'fdm_x' is not a variant of this profile",
+        ),
         ("    lr: 1.0e-3\n", "", "train.defaults: missing key 'lr'"),
         ("    lr: 1.0e-3", "    lr: 0", "train.defaults.lr: 0 is less than or equal to the minimum of 0"),
         ("  digits:\n    source", "  Digits:\n    source", "datasets: bad name 'Digits'"),
@@ -84,6 +108,11 @@ def test_params_yaml_is_the_smoke_profile():
             "snapshot_kimg: [10, 20]",
             "snapshot_kimg: [10, 15]",
             "snapshot_kimg: [10, 15] must increase and end at",
+        ),
+        (
+            "snapshot_kimg: [10, 20]",
+            "snapshot_kimg: [10, 20, 30]",
+            "snapshot_kimg: 30 lies beyond duration_kimg (20)",
         ),
         (
             "  metric: fid_digitsnet",

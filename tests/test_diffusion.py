@@ -95,7 +95,7 @@ def test_ranges():
 
 
 def test_fdm_scale_values_edm_m2():
-    """Digest 1.3: with m = 2 over EDM's range, s(10) = 0.955, s(20) = 0.629, s(40) = 0.038."""
+    """With m = 2 over EDM's range, s(10) = 0.955, s(20) = 0.629, s(40) = 0.038 (docs/paper.md section 2)."""
     f = formulation("fdm_edm", multiplier=2.0)
     got = f.fdm_scale(torch.tensor([10.0, 20.0, 40.0], dtype=torch.float64)).numpy()
     np.testing.assert_array_equal(np.round(got, 3), [0.955, 0.629, 0.038])
@@ -120,6 +120,25 @@ def test_multiplier_honoured_for_ve():
     s2 = formulation("fdm_ve", multiplier=2.0).fdm_scale(sigma)
     np.testing.assert_allclose(s1.numpy(), s_fdm(30.0, 0.02, 100.0, 1.0))
     np.testing.assert_allclose(s2.numpy(), s_fdm(30.0, 0.02, 100.0, 2.0))
+
+
+@pytest.mark.parametrize("name", ["vp", "ve", "edm"])
+def test_fdm_cin_scale_multiplies_the_base_input_scaling(name):
+    """The ablation beyond the paper: c_in = s(sigma) c_in,base; so the EDM network's input keeps unit
+    variance where s = 1, and the rest of the formulation is the paper's."""
+    base, replace = formulation(name), formulation(f"fdm_{name}")
+    scale = formulation(f"fdm_{name}", cin="scale")
+    sigma = torch.tensor(SIGMAS, dtype=torch.float64)
+    torch.testing.assert_close(scale.scalings(sigma)[2], replace.fdm_scale(sigma) * base.scalings(sigma)[2])
+    for i in (0, 1, 3):
+        torch.testing.assert_close(scale.scalings(sigma)[i], replace.scalings(sigma)[i])
+    if name == "edm":  # input std sqrt(sigma^2 + sd^2) c_in = 1 at low sigma, times s(sigma) <= 1 above it
+        std = (sigma**2 + 0.25).sqrt() * scale.scalings(sigma)[2]
+        assert torch.all(std <= 1 + 1e-12) and abs(std[0].item() - 1) < 1e-6
+    assert formulation(**scale.config()) == scale and scale.config()["cin"] == "scale"
+    assert "cin" not in replace.config()  # the paper's models record what they always did
+    with pytest.raises(ValueError, match="cin must be one of replace, scale"):
+        formulation("fdm_edm", cin="multiply")
 
 
 def test_vp_sigma_round_trip():

@@ -30,6 +30,7 @@ from fdm.report.write import write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = ("edm", "fdm_edm", "vp", "fdm_vp", "ve", "fdm_ve")
+PAIRS = {"fdm_edm": "edm", "fdm_vp": "vp", "fdm_ve": "ve"}  # each FDM variant and its baseline
 
 
 def records(dataset, variant, values: dict, sampler="heun", nfe=15, kimg=None, seed=0) -> list[Record]:
@@ -86,7 +87,7 @@ def test_training_speedup_known_answers():
         + records("d", "ve", {10: 9.0, 40: 4.0})
         + records("d", "fdm_ve", {10: 9.5, 40: 4.5})  # never
     )
-    rows = by_variant(speedup_rows(recs, "d", VARIANTS, ("heun", 15), 40), "kimg")
+    rows = by_variant(speedup_rows(recs, "d", PAIRS, ("heun", 15), 40), "kimg")
     edm, vp, ve = rows["heun", "fdm_edm"], rows["heun", "fdm_vp"], rows["heun", "fdm_ve"]
     assert (edm["baseline_at"], edm["target"], edm["baseline_reached"], edm["reached"]) == (40, 2.0, 40, 20)
     assert (edm["speedup"], edm["status"]) == (2.0, "reached")
@@ -106,7 +107,7 @@ def test_a_baseline_that_gets_there_early_is_credited_with_its_own_first_crossin
     recs = records("d", "edm", {10: 4.0, 20: 3.0, 40: 1.0, 50: 2.0}) + records(
         "d", "fdm_edm", {10: 3.5, 20: 2.0, 50: 1.0}
     )
-    row = by_variant(speedup_rows(recs, "d", ("edm", "fdm_edm"), ("heun", 15), 50), "kimg")["heun", "fdm_edm"]
+    row = by_variant(speedup_rows(recs, "d", {"fdm_edm": "edm"}, ("heun", 15), 50), "kimg")["heun", "fdm_edm"]
     assert (row["baseline_at"], row["target"]) == (50, 2.0)
     assert row["baseline_reached"] == pytest.approx(30.0)
     assert row["speedup"] == pytest.approx(30.0 / 20.0)
@@ -122,7 +123,7 @@ def test_sampling_speedup_known_answers():
         + records("d", "edm", {5: 2.0}, kimg=40, sampler="euler")
         + records("d", "fdm_edm", {5: 1.5, 9: 1.0}, kimg=40, sampler="euler")  # at its first point
     )
-    rows = speedup_rows(recs, "d", ("edm", "fdm_edm"), ("heun", 15), 40)
+    rows = speedup_rows(recs, "d", {"fdm_edm": "edm"}, ("heun", 15), 40)
     row = by_variant(rows, "nfe")["heun", "fdm_edm"]
     crossing = 5 + (2.6 - 2.4) / (2.6 - 2.3) * 4
     assert (row["baseline_at"], row["target"], row["baseline_reached"], row["first"]) == (25, 2.4, 15, 9)
@@ -150,7 +151,7 @@ def test_bootstrap_interval_contains_the_true_ratio_within_closed_form_bounds():
     """Baseline 10 - 0.2 k + c, FDM 10 - 0.4 k + d: with seed means c, d the ratio is 40 / (20 + 2.5 (d - c))."""
     offsets = (-0.1, 0.0, 0.1)
     recs = linear_seeds("edm", 0.2, offsets) + linear_seeds("fdm_edm", 0.4, offsets)
-    row = speedup_rows(recs, "d", ("edm", "fdm_edm"), ("heun", 15), 40)[0]
+    row = speedup_rows(recs, "d", {"fdm_edm": "edm"}, ("heun", 15), 40)[0]
     assert (row["target"], row["reached"], row["speedup"]) == (
         pytest.approx(2.0),
         pytest.approx(20.0),
@@ -159,7 +160,7 @@ def test_bootstrap_interval_contains_the_true_ratio_within_closed_form_bounds():
     assert 40 / 20.5 - 1e-9 <= row["ci_low"] < 2.0 < row["ci_high"] <= 40 / 19.5 + 1e-9
     assert (row["not_reached_share"], row["n_baseline"], row["n_fdm"]) == (0.0, 3, 3)
     same = linear_seeds("edm", 0.2, (0.0,) * 3) + linear_seeds("fdm_edm", 0.4, (0.0,) * 3)
-    row = speedup_rows(same, "d", ("edm", "fdm_edm"), ("heun", 15), 40)[0]
+    row = speedup_rows(same, "d", {"fdm_edm": "edm"}, ("heun", 15), 40)[0]
     assert row["ci_low"] == pytest.approx(2.0) and row["ci_high"] == pytest.approx(
         2.0
     )  # collapses to a point
@@ -171,7 +172,7 @@ def test_bootstrap_share_of_resamples_that_never_reach_the_target():
     recs = linear_seeds("edm", 0.2, (0.0, 0.0, 0.0))
     recs += linear_seeds("fdm_edm", 0.4, (0.0, 0.0), floor=0.0)
     recs += records("d", "fdm_edm", {k: 5.0 for k in range(5, 45, 5)}, seed=2)
-    row = speedup_rows(recs, "d", ("edm", "fdm_edm"), ("heun", 15), 40)[0]
+    row = speedup_rows(recs, "d", {"fdm_edm": "edm"}, ("heun", 15), 40)[0]
     assert row["status"] == "reached" and row["speedup"] is not None  # the mean over all three gets there
     assert row["not_reached_share"] == pytest.approx(7 / 27, abs=0.04)
     assert row["ci_low"] is None and row["ci_high"] is not None  # the lower end is "not reached"
@@ -180,7 +181,7 @@ def test_bootstrap_share_of_resamples_that_never_reach_the_target():
 
 def test_missing_baseline_and_missing_runs():
     recs = records("d", "fdm_edm", {10: 1.0}) + records("d", "vp", {10: 1.0})
-    rows = by_variant(speedup_rows(recs, "d", VARIANTS, ("heun", 15), 10), "kimg")
+    rows = by_variant(speedup_rows(recs, "d", PAIRS, ("heun", 15), 10), "kimg")
     assert rows["heun", "fdm_edm"]["status"] == "no baseline runs"
     assert rows["heun", "fdm_vp"]["status"] == "no runs"
 
@@ -188,7 +189,7 @@ def test_missing_baseline_and_missing_runs():
 def test_paper_speedups_from_the_paper_tables():
     """paper.md 3.3: AFHQv2 EDM-FDM passes EDM's 200-Mimg FID between 50 and 100 Mimg; NFE 25 beats 79."""
     mimg, nfe = paper_results.fid_vs_kimg("afhqv2"), paper_results.fid_vs_nfe("afhqv2")
-    rows = speedup_rows([], "afhqv2", VARIANTS, ("heun", 79), 200000, mimg, nfe)
+    rows = speedup_rows([], "afhqv2", PAIRS, ("heun", 79), 200000, mimg, nfe)
     training = by_variant(rows, "kimg")["heun", "fdm_edm"]
     crossing = 50000 + (2.73 - 2.37) / (2.73 - 2.05) * 50000
     assert training["paper_reached"] == pytest.approx(crossing)
@@ -429,3 +430,34 @@ def test_fdm_report_is_registered_and_fails_with_one_line(tmp_path):
     assert result.output.strip().startswith("fdm: error: no metrics.json with fid_digitsnet under")
     assert len(result.output.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_ablation_axes_table_and_figure(tmp_path):
+    """config/ablation.yaml: per axis, the final metric of each variant against its setting's value (read
+    from the profile), beside its baseline's; the multiplier axis below has a known mean per variant."""
+    params = load_params(ROOT / "config" / "ablation.yaml")
+    final = {"fdm_edm_m05": 30.0, "fdm_edm_m1": 20.0, "fdm_edm": 10.0, "fdm_edm_m4": 40.0, "edm": 8.0}
+
+    def value(dataset, variant, seed, kimg, sampler, nfe):
+        at_end = final.get(variant, 50.0) + (seed - 1)  # seeds 0, 1, 2: mean final[variant], sd 1
+        return at_end if kimg == params.duration_kimg else at_end + 100.0 / kimg
+
+    write_runs(tmp_path / "runs", params, value)
+    written = {p.name for p in write_report(params, tmp_path / "runs", tmp_path / "reports")}
+    assert {
+        f"ablation_{a}.{x}" for a in ("multiplier", "warmup", "cin") for x in ("csv", "md", "png")
+    } <= written
+    with open(tmp_path / "reports" / "digits" / "ablation_multiplier.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(float(r["value"]), r["variant"]) for r in rows] == [
+        (0.5, "fdm_edm_m05"), (1.0, "fdm_edm_m1"), (2.0, "fdm_edm"), (4.0, "fdm_edm_m4")
+    ]  # fmt: skip
+    half = 4.302653 / math.sqrt(3)  # t_{0.975, 2} * sd / sqrt(n)
+    for r in rows:
+        assert float(r["mean"]) == pytest.approx(final[r["variant"]])
+        assert float(r["ci_high"]) - float(r["mean"]) == pytest.approx(half, rel=1e-5)
+        assert (r["baseline"], float(r["baseline_mean"]), r["n"]) == ("edm", 8.0, "3")
+    cin = (tmp_path / "reports" / "digits" / "ablation_cin.md").read_text()
+    assert "| scale | fdm_vp_scale | fdm_vp | 50.00 [" in cin and "| vp | 50.00 [" in cin
+    speedups = (tmp_path / "reports" / "digits" / "speedup.md").read_text()
+    assert "| fdm_edm_m4 | edm |" in speedups  # every FDM variant against its family's baseline

@@ -213,9 +213,19 @@ class Tracking:
 
 
 @dataclasses.dataclass(frozen=True)
+class Ablation:
+    """One axis of an ablation: ``variants`` that differ in the training setting ``setting``."""
+
+    name: str
+    setting: str
+    variants: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
 class Report:
     metric: str
     compare_paper: bool
+    ablations: tuple[Ablation, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -255,22 +265,36 @@ class Params:
         Only what shapes the model: where and how it runs (device, GPUs, tracking) is the command's. Pipeline
         jobs never log live to MLflow; the ``track`` step logs every file once, after the jobs ran.
 
-        FDM's multiplier and warmup go to ``formulation_options`` for FDM variants only; the baselines
-        have neither (the authors' train.py passes them to the FDM preconditioners only).
+        FDM's multiplier and warmup (and ``fdm_cin`` where it is not the paper's ``replace``) go to
+        ``formulation_options`` for FDM variants only; the baselines have neither (the authors' train.py
+        passes them to the FDM preconditioners only).
         """
         self._check_job(dataset, variant)
         settings = self.train.settings(dataset, variant)
-        multiplier, warmup = settings.pop("fdm_multiplier"), settings.pop("fdm_warmup")
-        fdm = variant in names.BASELINE
+        formulation = settings.pop("formulation", variant)
+        fdm_options = {"multiplier": settings.pop("fdm_multiplier"), "warmup": settings.pop("fdm_warmup")}
+        cin = settings.pop("fdm_cin", "replace")
+        if cin != "replace":
+            fdm_options["cin"] = cin
         return {
-            "formulation": variant,
-            "formulation_options": {"multiplier": multiplier, "warmup": warmup} if fdm else {},
+            "formulation": formulation,
+            "formulation_options": fdm_options if formulation in names.BASELINE else {},
             **settings,
             "cond": self.datasets[dataset].cond,
             "duration_kimg": self.duration_kimg,
             "snapshot_kimg": list(self.snapshot_kimg),
             "seed": self.seed_for(dataset, variant, train_seed),
         }
+
+    def formulation(self, variant: str) -> str:
+        """The formulation a variant trains (its ``formulation`` setting, else its name)."""
+        return self.train.variants.get(variant, {}).get("formulation", variant)
+
+    def baseline(self, variant: str) -> str | None:
+        """The variant an FDM variant is measured against: the one named after its base formulation
+        (``edm`` for ``fdm_edm`` or an ablation's ``fdm_edm_m1``), when the profile trains it."""
+        base = names.BASELINE.get(self.formulation(variant))
+        return base if base in self.variants else None
 
     def models(self) -> list[tuple[str, str, int]]:
         """Every trained model (dataset, variant, train_seed), in profile order."""
@@ -329,6 +353,11 @@ def _cross_check(path, data: dict) -> None:
             fail(key, f"NFE {nfe}: {err}")
 
     kimg, duration = data["snapshot_kimg"], data["duration_kimg"]
+    beyond = [k for k in kimg if k > duration]
+    if beyond:
+        fail(
+            "snapshot_kimg", f"{beyond[0]} lies beyond duration_kimg ({duration}): training never gets there"
+        )
     if kimg != sorted(kimg) or kimg[-1] != duration:
         fail("snapshot_kimg", f"{kimg} must increase and end at duration_kimg ({duration})")
     datasets = list(data["datasets"])
@@ -354,6 +383,33 @@ def _cross_check(path, data: dict) -> None:
             "report.metric",
             f"{data['report']['metric']!r} is not computed (eval computes {', '.join(metrics)})",
         )
+    train = data["train"]
+    if "formulation" in train["defaults"]:
+        fail("train.defaults.formulation", "a variant's formulation is set in train.variants.<variant> only")
+    for name, layer in train.get("datasets", {}).items():
+        if "formulation" in layer or any("formulation" in v for v in layer.get("variants", {}).values()):
+            fail(f"train.datasets.{name}", "a variant's formulation is set in train.variants.<variant> only")
+    known = set(data["variants"]) | set(names.FORMULATIONS)
+    layers = {"train.variants": train.get("variants", {})}
+    layers |= {
+        f"train.datasets.{d}.variants": v.get("variants", {}) for d, v in train.get("datasets", {}).items()
+    }
+    for where, layer in layers.items():
+        for variant in layer:
+            if variant not in known:
+                fail(f"{where}.{variant}", f"not a variant of this profile ({', '.join(data['variants'])})")
+    for variant in data["variants"]:
+        if variant not in names.FORMULATIONS and "formulation" not in layers["train.variants"].get(
+            variant, {}
+        ):
+            fail(
+                "variants",
+                f"{variant!r} is not a formulation's name: give train.variants.{variant}.formulation",
+            )
+    for i, axis in enumerate(data["report"].get("ablations", [])):
+        for variant in axis["variants"]:
+            if variant not in data["variants"]:
+                fail(f"report.ablations[{i}].variants", f"{variant!r} is not a variant of this profile")
     if "inception" not in extractors and modes != ["clean"]:
         fail("eval.modes", "modes other than clean apply to the inception extractor only")
 
@@ -389,6 +445,13 @@ def load_params(path: str | Path) -> Params:
             keep_samples=evaluation["keep_samples"],
         ),
         tracking=Tracking(**data["tracking"]),
-        report=Report(**data["report"]),
+        report=Report(
+            metric=data["report"]["metric"],
+            compare_paper=data["report"]["compare_paper"],
+            ablations=tuple(
+                Ablation(a["name"], a["setting"], tuple(a["variants"]))
+                for a in data["report"].get("ablations", [])
+            ),
+        ),
         gpus=Gpus(**data["gpus"]),
     )

@@ -13,7 +13,7 @@ from fdm.diffusion.fdm import FDM
 from fdm.diffusion.formulations import BASES, EDM, VE, VP, Formulation
 from fdm.names import FORMULATIONS
 
-_FDM_FIELDS = ("multiplier", "warmup")
+_FDM_FIELDS = ("multiplier", "warmup", "cin")
 
 
 def formulation(name: str, **overrides) -> Formulation:

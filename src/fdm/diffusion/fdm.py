@@ -13,6 +13,10 @@ lambda(sigma) stay the base's. Training adds a cap on lambda that warms up geome
 
 Departure from the reference code: its VE variant ignores the multiplier m; here m is honoured for
 every base, and profiles set it explicitly (m = 1 reproduces the reference VE runs).
+
+Beyond the paper, ``cin="scale"`` multiplies the base's c_in by s(sigma) instead of replacing it, so that
+the network input keeps the base's normalisation (EDM's unit variance) at every sigma; the default
+``"replace"`` is the paper's code. It is an ablation of this project (config/ablation.yaml), not FDM.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ FDM_BETA_D = 19.9
 # Loss-weight cap warmup: from CAP_START, multiplied by (CAP_END / CAP_START)^(1/warmup) per step.
 CAP_START = 5.0
 CAP_END = 500.0
+CIN = ("replace", "scale")  # how s(sigma) enters c_in: the paper's code, or this project's ablation
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +42,7 @@ class FDM(Formulation):
     base: Formulation
     multiplier: float = 2.0
     warmup: int = 400
+    cin: str = "replace"
 
     def __post_init__(self):
         if isinstance(self.base, FDM):
@@ -45,6 +51,8 @@ class FDM(Formulation):
             raise ValueError(f"FDM multiplier must be positive, got {self.multiplier}")
         if self.warmup < 0:
             raise ValueError(f"FDM warmup must be a non-negative number of steps, got {self.warmup}")
+        if self.cin not in CIN:
+            raise ValueError(f"FDM cin must be one of {', '.join(CIN)}, got {self.cin!r}")
 
     @property
     def name(self) -> str:
@@ -69,8 +77,9 @@ class FDM(Formulation):
         return (-mB).exp() * (1 + mB)
 
     def scalings(self, sigma):
-        c_skip, c_out, _, c_noise = self.base.scalings(sigma)
-        return c_skip, c_out, self.fdm_scale(sigma), c_noise
+        c_skip, c_out, c_in, c_noise = self.base.scalings(sigma)
+        s = self.fdm_scale(sigma)
+        return c_skip, c_out, s if self.cin == "replace" else s * c_in, c_noise
 
     def weight_cap(self, step: int) -> float:
         """Cap on lambda at optimizer step ``step``: 5 * 100^(step / warmup) while below 500, then none (inf)."""
@@ -91,4 +100,12 @@ class FDM(Formulation):
         return self.base.sample_sigma(n, generator)
 
     def config(self) -> dict:
-        return {**self.base.config(), "name": self.name, "multiplier": self.multiplier, "warmup": self.warmup}
+        """As ``Formulation.config``; ``cin`` is recorded only where it departs from the paper's replace,
+        so the snapshots of paper-FDM models are the bytes they always were."""
+        config = {
+            **self.base.config(),
+            "name": self.name,
+            "multiplier": self.multiplier,
+            "warmup": self.warmup,
+        }
+        return config if self.cin == "replace" else {**config, "cin": self.cin}

@@ -12,6 +12,7 @@ Written without the matplotlib version stamp, so a rerun writes the same bytes (
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
 
 from fdm import paper_results
@@ -21,15 +22,18 @@ from fdm.report.speedup import CONFIDENCE
 _FAMILY_COLOR = {"edm": "tab:blue", "vp": "tab:orange", "ve": "tab:green"}
 
 
-def _style(variant: str) -> dict:
-    """A family's colour for the baseline (solid, circles) and its FDM variant (dashed, triangles)."""
-    family = variant.removeprefix("fdm_")
-    fdm = variant != family
-    return {
-        "color": _FAMILY_COLOR.get(family, "tab:gray"),
-        "marker": "^" if fdm else "o",
-        "linestyle": "--" if fdm else "-",
-    }
+def line_styles(formulations: Mapping[str, str]) -> dict[str, dict]:
+    """Each variant's line: baselines solid with circles, FDM dashed with triangles; a family's colour
+    (a baseline and its FDM variant share it) where each formulation is one variant, else a colour per
+    variant (an ablation: several variants of one formulation)."""
+    one_each = len(set(formulations.values())) == len(formulations)
+    styles = {}
+    for i, (variant, formulation) in enumerate(formulations.items()):
+        family = formulation.removeprefix("fdm_")
+        fdm = formulation != family
+        colour = _FAMILY_COLOR.get(family, "tab:gray") if one_each else f"C{i % 10}"
+        styles[variant] = {"color": colour, "marker": "^" if fdm else "o", "linestyle": "--" if fdm else "-"}
+    return styles
 
 
 def _log_scale(ax, values) -> None:
@@ -42,7 +46,7 @@ def _log_scale(ax, values) -> None:
         ax.tick_params(axis="y", which="minor", labelsize="x-small")
 
 
-def _plot_curves(ax, rows, x_key: str, x_scale: float, variants, title: str, metric: str) -> None:
+def plot_curves(ax, rows, x_key: str, x_scale: float, styles, title: str, metric: str) -> None:
     """Per variant: the mean line with its 95% interval as a band; the paper's values dotted.
 
     The y axis is logarithmic when every mean is positive; a band's lower end below half the smallest
@@ -50,10 +54,9 @@ def _plot_curves(ax, rows, x_key: str, x_scale: float, variants, title: str, met
     """
     means = [r[k] for r in rows for k in ("mean", "paper") if r[k] is not None]
     floor = 0.5 * min(means) if means and min(means) > 0 else -math.inf
-    for variant in variants:
+    for variant, style in styles.items():
         mine = [r for r in rows if r["variant"] == variant and r["mean"] is not None]
         paper = [r for r in rows if r["variant"] == variant and r["paper"] is not None]
-        style = _style(variant)
         if mine:
             xs = [r[x_key] / x_scale for r in mine]
             ax.plot(xs, [r["mean"] for r in mine], label=variant, markersize=4, **style)
@@ -84,7 +87,7 @@ def _plot_curves(ax, rows, x_key: str, x_scale: float, variants, title: str, met
     ax.grid(True, alpha=0.3)
 
 
-def _legend(ax, note: str = "") -> None:
+def legend(ax, note: str = "") -> None:
     """Legend outside the axes on the right: our curves first, then the paper's."""
     handles, labels = ax.get_legend_handles_labels()
     order = sorted(range(len(labels)), key=lambda i: ("(paper)" in labels[i], i))
@@ -107,19 +110,19 @@ def _band_note(rows) -> str:
     return "n=1: no interval"
 
 
-def fid_vs_mimg_figure(rows, dataset: str, variants, metric: str):
+def fid_vs_mimg_figure(rows, dataset: str, styles, metric: str):
     from matplotlib.figure import Figure  # Agg canvas, no pyplot state
 
     figure = Figure(figsize=(8.0, 4.4), layout="constrained")
     ax = figure.subplots()
     sampler = f"{rows[0]['sampler']}, NFE {rows[0]['nfe']}" if rows else ""
-    _plot_curves(ax, rows, "kimg", 1000, variants, f"{dataset}: {metric} vs training ({sampler})", metric)
+    plot_curves(ax, rows, "kimg", 1000, styles, f"{dataset}: {metric} vs training ({sampler})", metric)
     ax.set_xlabel("training images seen (Mimg)")
-    _legend(ax, _band_note(rows))
+    legend(ax, _band_note(rows))
     return figure
 
 
-def fid_vs_nfe_figure(rows, dataset: str, variants, metric: str):
+def fid_vs_nfe_figure(rows, dataset: str, styles, metric: str):
     from matplotlib.figure import Figure
 
     samplers = sorted({r["sampler"] for r in rows}) or [""]
@@ -127,14 +130,14 @@ def fid_vs_nfe_figure(rows, dataset: str, variants, metric: str):
     axes = figure.subplots(1, len(samplers), squeeze=False)[0]
     for ax, sampler in zip(axes, samplers, strict=True):
         mine = [r for r in rows if r["sampler"] == sampler]
-        _plot_curves(ax, mine, "nfe", 1, variants, f"{dataset}: {sampler}", metric)
+        plot_curves(ax, mine, "nfe", 1, styles, f"{dataset}: {sampler}", metric)
         ax.set_xticks(sorted({r["nfe"] for r in mine}))
         ax.set_xlabel("NFE")
-    _legend(axes[-1], _band_note(rows))
+    legend(axes[-1], _band_note(rows))
     return figure
 
 
-def speedup_figure(rows, dataset: str, metric: str):
+def speedup_figure(rows, dataset: str, styles, metric: str):
     """Speedup ratios with their bootstrap whiskers; lines at 1 (no gain) and at the paper's claims."""
     from matplotlib.figure import Figure
 
@@ -155,7 +158,7 @@ def speedup_figure(rows, dataset: str, metric: str):
         ax.axhline(1.0, color="black", linewidth=0.8)
         ax.axhline(claim, color="tab:red", linestyle=":", linewidth=1.2, label=f"paper's claim ({claim:g}x)")
         for i, r in enumerate(panel):
-            color = _style(r["variant"])["color"]
+            color = styles[r["variant"]]["color"]
             if r["speedup"] is None:
                 ax.annotate(
                     r["status"],

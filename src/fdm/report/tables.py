@@ -12,12 +12,11 @@ Columns and cells are those of docs/report.md; CSV floats have six decimals, so 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import pandas as pd
 
 from fdm import paper_results
-from fdm.names import BASELINE
 from fdm.report.records import Record, Stat, frame
 from fdm.report.speedup import (
     BOOTSTRAP_RESAMPLES,
@@ -177,7 +176,7 @@ def _curves(table: pd.DataFrame, x: str) -> Curves:
 def speedup_rows(
     records: Iterable[Record],
     dataset: str,
-    variants: Sequence[str],
+    baselines: Mapping[str, str],
     main: tuple[str, int],
     final_kimg: int,
     paper_mimg: dict[str, dict[int, float]] | None = None,
@@ -185,8 +184,9 @@ def speedup_rows(
 ) -> list[dict]:
     """Training rows (measure "kimg") then sampling rows (measure "nfe", per sampler); FDM variants only.
 
-    ``main`` is the (sampler, nfe) of the training curves, ``final_kimg`` the snapshot of the NFE
-    curves; ``paper_*`` as in ``fid_vs_mimg_rows`` and ``fid_vs_nfe_rows``.
+    ``baselines`` maps each FDM variant to the variant it is measured against (``Params.baseline``), in
+    profile order; ``main`` is the (sampler, nfe) of the training curves, ``final_kimg`` the snapshot of
+    the NFE curves; ``paper_*`` as in ``fid_vs_mimg_rows`` and ``fid_vs_nfe_rows``.
     """
     table = frame(records)
     table = table[table.dataset == dataset]
@@ -200,7 +200,7 @@ def speedup_rows(
         final = (table.kimg == final_kimg) & (table.sampler == sampler)
         return _curves(table[(table.variant == variant) & final], "nfe")
 
-    pairs = [(v, BASELINE[v]) for v in variants if v in BASELINE and BASELINE[v] in variants]
+    pairs = list(baselines.items())
     rows = []
     for variant, base in pairs:
         theirs = (paper_mimg.get(base, {}), paper_mimg.get(variant, {}))
@@ -240,7 +240,7 @@ def to_csv(rows: Sequence[dict], columns: Sequence[str]) -> str:
 # Markdown -----------------------------------------------------------------------------------------------------
 
 
-def _num(value: float | None) -> str:
+def number(value: float | None) -> str:
     """Two decimals like the paper's tables; three significant digits below 1 (KID is ~1e-3)."""
     if value is None:
         return ""
@@ -252,13 +252,13 @@ def _cell(row) -> str:
     if row["mean"] is None:
         text = "–"
     elif row["ci_low"] is None:
-        text = _num(row["mean"])
+        text = number(row["mean"])
     else:
-        text = f"{_num(row['mean'])} [{_num(row['ci_low'])}, {_num(row['ci_high'])}]"
-    return text + (f" ({_num(row['paper'])})" if row["paper"] is not None else "")
+        text = f"{number(row['mean'])} [{number(row['ci_low'])}, {number(row['ci_high'])}]"
+    return text + (f" ({number(row['paper'])})" if row["paper"] is not None else "")
 
 
-def _markdown_table(header: Sequence[str], body: Iterable[Sequence[str]]) -> list[str]:
+def markdown_table(header: Sequence[str], body: Iterable[Sequence[str]]) -> list[str]:
     # By hand: DataFrame.to_markdown (tabulate) pads every cell to its column's width and writes rules
     # such as |-----|, so it cannot write these bytes.
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -275,7 +275,7 @@ def _pivot(rows, key: str, variants: Sequence[str]) -> tuple[list[str], list[lis
     return shown, [[label, *line] for label, line in zip(labels, table.to_numpy().tolist(), strict=True)]
 
 
-def _seeds_note(rows) -> str:
+def seeds_note(rows) -> str:
     counts = sorted({r["n"] for r in rows if r["n"]})
     seeds = "/".join(str(c) for c in counts) or "0"
     if counts and max(counts) > 1:
@@ -286,7 +286,7 @@ def _seeds_note(rows) -> str:
             note += "; no interval where n=1"
     else:
         note = f"One training seed per model (n={seeds}): the values, no interval"
-    if any(r["paper"] is not None for r in rows):
+    if any(r.get("paper") is not None for r in rows):
         note += "; the paper's value in parentheses"
     return note + "; – : not run."
 
@@ -297,10 +297,10 @@ def fid_vs_mimg_markdown(rows, dataset: str, variants: Sequence[str], metric: st
     lines = [
         f"# {dataset}: {metric} vs training Mimg",
         "",
-        f"Sampler {sampler} at NFE {nfe}. {_seeds_note(rows)}",
+        f"Sampler {sampler} at NFE {nfe}. {seeds_note(rows)}",
         "",
     ]
-    return "\n".join(lines + _markdown_table(["Mimg", *shown], body)) + "\n"
+    return "\n".join(lines + markdown_table(["Mimg", *shown], body)) + "\n"
 
 
 def fid_vs_nfe_markdown(rows, dataset: str, variants: Sequence[str], metric: str) -> str:
@@ -308,11 +308,11 @@ def fid_vs_nfe_markdown(rows, dataset: str, variants: Sequence[str], metric: str
     lines = [
         f"# {dataset}: {metric} vs NFE",
         "",
-        f"Final snapshot ({kimg / 1000:g} Mimg). {_seeds_note(rows)}",
+        f"Final snapshot ({kimg / 1000:g} Mimg). {seeds_note(rows)}",
     ]
     for sampler in sorted({r["sampler"] for r in rows}):
         shown, body = _pivot([r for r in rows if r["sampler"] == sampler], "nfe", variants)
-        lines += ["", f"## {sampler}", ""] + _markdown_table(["NFE", *shown], body)
+        lines += ["", f"## {sampler}", ""] + markdown_table(["NFE", *shown], body)
     return "\n".join(lines) + "\n"
 
 
@@ -352,7 +352,7 @@ def speedup_markdown(rows, dataset: str, metric: str, compare_paper: bool) -> st
     def cells(r, scale):
         mine = [
             _at(r["baseline_at"], scale),
-            _num(r["target"]),
+            number(r["target"]),
             _at(r["baseline_reached"], scale),
             _reached(r["status"], r["reached"], scale),
             _speedup_cell(r["status"], r["speedup"]),
@@ -399,7 +399,7 @@ def speedup_markdown(rows, dataset: str, metric: str, compare_paper: bool) -> st
         f"## Training ({sampler}, the main sampler): Mimg to reach the baseline's final value",
         "",
     ]
-    lines += _markdown_table(["FDM variant", "baseline", *header("Mimg")], training)
+    lines += markdown_table(["FDM variant", "baseline", *header("Mimg")], training)
     lines += ["", "## Sampling (final snapshot): NFE to reach the baseline's value at its largest NFE", ""]
-    lines += _markdown_table(["sampler", "FDM variant", "baseline", *header("NFE")], sampling)
+    lines += markdown_table(["sampler", "FDM variant", "baseline", *header("NFE")], sampling)
     return "\n".join(lines) + "\n"

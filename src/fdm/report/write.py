@@ -14,7 +14,14 @@ from fdm import paper_results
 from fdm.atomic import atomic_write_text
 from fdm.config import Params
 from fdm.errors import FdmError
-from fdm.report.figures import fid_vs_mimg_figure, fid_vs_nfe_figure, speedup_figure, write_figure
+from fdm.report.ablation import ablation_csv, ablation_figure, ablation_markdown, ablation_rows
+from fdm.report.figures import (
+    fid_vs_mimg_figure,
+    fid_vs_nfe_figure,
+    line_styles,
+    speedup_figure,
+    write_figure,
+)
 from fdm.report.records import aggregate, read_records
 from fdm.report.tables import (
     MIMG_COLUMNS,
@@ -28,6 +35,8 @@ from fdm.report.tables import (
     speedup_rows,
     to_csv,
 )
+
+DEFAULTS = {"fdm_cin": "replace"}  # training settings a profile may leave out, at their default
 
 
 def write_report(params: Params, runs: str | os.PathLike, out: str | os.PathLike) -> list[Path]:
@@ -54,8 +63,9 @@ def write_report(params: Params, runs: str | os.PathLike, out: str | os.PathLike
         variants = params.variants
         mimg = fid_vs_mimg_rows(stats, dataset, variants, main.sampler, main.nfe, paper_mimg)
         nfe = fid_vs_nfe_rows(stats, dataset, variants, params.duration_kimg, paper_nfe)
+        baselines = {v: params.baseline(v) for v in variants if params.baseline(v)}
         speed = speedup_rows(
-            records, dataset, variants, (main.sampler, main.nfe), params.duration_kimg, paper_mimg, paper_nfe
+            records, dataset, baselines, (main.sampler, main.nfe), params.duration_kimg, paper_mimg, paper_nfe
         )
         folder = Path(out) / dataset
         outputs = {
@@ -69,11 +79,36 @@ def write_report(params: Params, runs: str | os.PathLike, out: str | os.PathLike
         for name, text in outputs.items():
             atomic_write_text(folder / name, text)
             written.append(folder / name)
-        for name, figure in (
-            ("fid_vs_mimg.png", fid_vs_mimg_figure(mimg, dataset, variants, metric)),
-            ("fid_vs_nfe.png", fid_vs_nfe_figure(nfe, dataset, variants, metric)),
-            ("speedup.png", speedup_figure(speed, dataset, metric)),
-        ):
+        styles = line_styles({v: params.formulation(v) for v in variants})
+        figures = [
+            ("fid_vs_mimg.png", fid_vs_mimg_figure(mimg, dataset, styles, metric)),
+            ("fid_vs_nfe.png", fid_vs_nfe_figure(nfe, dataset, styles, metric)),
+            ("speedup.png", speedup_figure(speed, dataset, styles, metric)),
+        ]
+        for axis in params.report.ablations:
+            values = {
+                v: params.train.settings(dataset, v).get(axis.setting, DEFAULTS.get(axis.setting))
+                for v in axis.variants
+            }
+            formulations = {v: params.formulation(v) for v in variants}
+            rows = ablation_rows(
+                stats,
+                dataset,
+                axis,
+                values,
+                formulations,
+                baselines,
+                (main.sampler, main.nfe),
+                params.duration_kimg,
+            )
+            for name, text in ((f"ablation_{axis.name}.csv", ablation_csv(rows)),
+                               (f"ablation_{axis.name}.md", ablation_markdown(rows, dataset, metric))):  # fmt: skip
+                atomic_write_text(folder / name, text)
+                written.append(folder / name)
+            figures.append(
+                (f"ablation_{axis.name}.png", ablation_figure(rows, mimg, dataset, styles, metric))
+            )
+        for name, figure in figures:
             write_figure(folder / name, figure)
             written.append(folder / name)
     return written

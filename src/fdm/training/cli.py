@@ -72,6 +72,12 @@ def _with_options(command):
 @click.option("--fdm-multiplier", type=float, default=None, help="FDM momentum multiplier m.")
 @click.option("--fdm-warmup", type=int, default=None, help="FDM loss-weight cap warmup, optimizer steps.")
 @click.option(
+    "--fdm-cin",
+    type=click.Choice(["replace", "scale"]),
+    default=None,
+    help="How FDM's s(sigma) enters c_in: replace (the paper) or scale (times the base's; beyond the paper).",
+)
+@click.option(
     "--restart-on-change",
     is_flag=True,
     help="Start over (deleting the old snapshots) where OUTDIR holds a run with other settings.",
@@ -83,7 +89,9 @@ def _with_options(command):
     help="JSON file of the snapshots' SHA-256 digests, written when training is complete.",
 )
 @_with_options
-def train_command(config_file, fdm_multiplier, fdm_warmup, restart_on_change, record, **options) -> None:
+def train_command(
+    config_file, fdm_multiplier, fdm_warmup, fdm_cin, restart_on_change, record, **options
+) -> None:
     """Train one model (or resume it from OUTDIR/state.pt); snapshots go to OUTDIR/snapshots/."""
     from fdm.distributed import relaunch
     from fdm.training import train
@@ -98,7 +106,7 @@ def train_command(config_file, fdm_multiplier, fdm_warmup, restart_on_change, re
         if not isinstance(values, dict):
             raise FdmError(f"{config_file} must hold a JSON object of training options")
     values.update({field: value for field, value in options.items() if value is not None})
-    overrides = {"multiplier": fdm_multiplier, "warmup": fdm_warmup}
+    overrides = {"multiplier": fdm_multiplier, "warmup": fdm_warmup, "cin": fdm_cin}
     overrides = {key: value for key, value in overrides.items() if value is not None}
     if overrides:
         values["formulation_options"] = {**values.get("formulation_options", {}), **overrides}
