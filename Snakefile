@@ -19,6 +19,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/pretrained.smk"
 include: "workflow/rules/report.smk"
 
 
@@ -28,6 +29,7 @@ localrules:
     train_config,
     eval_config,
     feature_net,
+    import_checkpoint,
     report,
     track,
 

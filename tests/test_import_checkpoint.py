@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import math
 import os
 import pickle
 import pickletools
+from pathlib import Path
 
 import pytest
 import torch
@@ -351,3 +353,52 @@ def test_download_errors_leave_nothing(tmp_path, served_pickle):
         assert_fails_cleanly(result, dest, "checksum mismatch", "2" * 64, "discarded")
     assert list(cache.iterdir()) == []
     assert_fails_cleanly(import_("ftp://127.0.0.1/n.pkl", dest), dest, "only http and https")
+
+
+@pytest.mark.slow  # trains the digits feature network (about 10 s)
+def test_a_profiles_released_checkpoint_is_imported_evaluated_and_reported(tmp_path, monkeypatch):
+    """The pipeline's jobs for a `pretrained` entry: import (the record and the final snapshot), evaluate at
+    every point of the final snapshot's plan, and the report's pretrained table; a pickle of another
+    formulation than the entry names is refused in one line, leaving nothing."""
+    import yaml
+
+    config = network("ddpmpp", img_resolution=16, img_channels=1, label_dim=10, augment_dim=0)
+    pickle_path = write(
+        tmp_path, training_pickle("FDM_EDMPrecond", config, random_net(config), {"fdm_multiplier": 2.0})
+    )
+    profile = yaml.safe_load((Path(__file__).parent / "workflow_tiny.yaml").read_text())
+    profile["pretrained"] = [{"dataset": "digits", "formulation": "fdm_edm", "url": str(pickle_path)},
+                             {"dataset": "digits", "formulation": "edm", "url": str(pickle_path)}]  # fmt: skip
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(profile))
+    monkeypatch.chdir(tmp_path)
+    run = "runs/digits/fdm_edm/pretrained"
+    for args in (
+        ["prepare-dataset", "--params", "params.yaml", "--dataset", "digits", "--dest", "data/digits.zip"],
+        ["feature-net", "--extractor", "digitsnet", "--dest", "data/networks/digitsnet"],
+        ["ref-stats", "--params", "params.yaml", "--dataset", "digits", "--extractor", "digitsnet",
+         "--dest", "data/stats/digits/digitsnet"],
+        ["eval-config", "--params", "params.yaml", "--dataset", "digits", "--kimg", "2", "--dest", "runs/digits/eval/2.json"],
+        ["import-checkpoint", "--params", "params.yaml", "--dataset", "digits", "--formulation", "fdm_edm",
+         "--record", f"{run}/trained.json"],
+        ["evaluate", "--config", "runs/digits/eval/2.json", "--run", run, "--record", f"{run}/eval/2/evaluated.json"],
+        ["report", "--params", "params.yaml", "--runs", "runs", "--out", "reports"],
+    ):  # fmt: skip
+        result = run_fdm(*args)
+        assert result.exit_code == 0, (args, result.output)
+    record = json.loads(Path(run, "trained.json").read_text())
+    assert record["snapshots"] == {
+        "000002.safetensors": file_sha256(Path(run, "snapshots", "000002.safetensors"))
+    }
+    denoiser, snapshot_config = load_denoiser(Path(run, "snapshots", "000002.safetensors"))
+    assert snapshot_config["formulation"]["name"] == "fdm_edm" and snapshot_config["imported"]["sha256"]
+    assert sorted(json.loads(Path(run, "eval/2/evaluated.json").read_text())["points"]) == [
+        "dpmpp_3s-3", "heun-3", "heun-7"
+    ]  # fmt: skip
+    table = Path("reports/digits/pretrained.md").read_text()
+    assert "| NFE | fdm_edm |" in table and "## heun" in table and "## dpmpp_3s" in table
+    assert sorted(p.name for p in Path("reports/digits").iterdir()) == ["pretrained.csv", "pretrained.md"]
+    result = run_fdm("import-checkpoint", "--params", "params.yaml", "--dataset", "digits", "--formulation", "edm",
+                     "--record", "runs/digits/edm/pretrained/trained.json")  # fmt: skip
+    assert result.exit_code == 2 and "holds a FDM_EDMPrecond (fdm_edm), not the edm" in result.stderr
+    assert not Path("runs/digits/edm/pretrained/snapshots/000002.safetensors").exists()
+    assert not Path("runs/digits/edm/pretrained/trained.json").exists()

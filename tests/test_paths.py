@@ -22,13 +22,19 @@ PIPELINE_TEMPLATES = {
     "TRAINED": paths.TRAINED,
     "EVAL_PLAN": paths.EVAL_PLAN,
     "EVALUATED": paths.EVALUATED,
+    "PRETRAINED_RECORD": paths.PRETRAINED_RECORD,
+    "PRETRAINED_EVALUATED": paths.PRETRAINED_EVALUATED,
     "REPORTS": paths.REPORTS,
     "TRACKED": paths.TRACKED,
 }
 
 
 def as_dvc(template: str) -> str:
-    return re.sub(r"\{(\w+)\}", r"${item.\1}", template)
+    """A template as dvc.yaml spells it: ``${item.<name>}``; a released checkpoint's kimg is the profile's
+    ``${duration_kimg}`` (it is evaluated at the final milestone)."""
+    if template.startswith(paths.PRETRAINED):
+        template = template.replace("{kimg}", "${duration_kimg}")
+    return re.sub(r"(?<!\$)\{(\w+)\}", r"${item.\1}", template)
 
 
 def dvc_paths() -> set[str]:
@@ -42,6 +48,8 @@ def dvc_paths() -> set[str]:
 
 def test_every_dvc_path_is_a_template_of_the_path_module():
     converted = {as_dvc(t) for t in PIPELINE_TEMPLATES.values()} | {as_dvc(paths.RUN), paths.RUNS}
+    converted |= {as_dvc(paths.PRETRAINED), paths.EVAL_PLAN.replace("{dataset}", "${item.dataset}").replace(
+        "{kimg}", "${duration_kimg}")}  # fmt: skip
     allowed = set(converted)
     for template in converted:  # a stage may depend on a whole folder above a file
         parts = template.split("/")

@@ -170,9 +170,14 @@ def test_paper_grid_without_data(tmp_path):
     params = load_params(ROOT / "config" / "paper.yaml")
     assert len(params.models()) == 18
     commands = list(dvc.values())
-    evaluate = [c for c in commands if c.startswith("fdm evaluate ")]
+    evaluate = [c for c in commands if c.startswith("fdm evaluate ") and "/s0 " in c]
     assert len(evaluate) == 18 * 4  # one job per model and snapshot, every point of the snapshot inside
     assert all(" --gpus 8 " in c for c in evaluate)
+    # The released checkpoints: imported, then evaluated with the final snapshot's plan.
+    released = [c for c in commands if c.startswith("fdm evaluate ") and "/pretrained " in c]
+    assert len(released) == len(params.pretrained) == 18
+    assert all(c.startswith("fdm evaluate --config runs/") and "/eval/200000.json " in c for c in released)
+    assert sum(c.startswith("fdm import-checkpoint --params params.yaml ") for c in commands) == 18
     assert sum(c.startswith("fdm eval-config ") for c in commands) == 3 * 4
     assert sum(c.startswith("fdm train ") and " --gpus 8 " in c for c in commands) == 18
     # One statistics job per dataset and feature network (both Inception modes inside), one download.

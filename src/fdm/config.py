@@ -229,6 +229,16 @@ class Report:
 
 
 @dataclasses.dataclass(frozen=True)
+class Pretrained:
+    """A released checkpoint the profile evaluates: an EDM/FDM training pickle of ``formulation``."""
+
+    dataset: str
+    formulation: str
+    url: str
+    sha256: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class Gpus:
     """GPUs per job (Snakemake's ``resources: gpu``); more than one runs the job under torchrun."""
 
@@ -252,6 +262,7 @@ class Params:
     tracking: Tracking
     report: Report
     gpus: Gpus
+    pretrained: tuple[Pretrained, ...] = ()
 
     def seed_for(self, dataset: str, variant: str, train_seed: int) -> int:
         """The seed of one training job (``fdm.seeding.derive_seed``), unrelated across jobs."""
@@ -295,6 +306,13 @@ class Params:
         (``edm`` for ``fdm_edm`` or an ablation's ``fdm_edm_m1``), when the profile trains it."""
         base = names.BASELINE.get(self.formulation(variant))
         return base if base in self.variants else None
+
+    def released(self, dataset: str, formulation: str) -> Pretrained:
+        """The profile's released checkpoint of ``formulation`` on ``dataset``."""
+        for entry in self.pretrained:
+            if (entry.dataset, entry.formulation) == (dataset, formulation):
+                return entry
+        raise FdmError(f"{self.path}: pretrained has no {formulation} checkpoint of {dataset}")
 
     def models(self) -> list[tuple[str, str, int]]:
         """Every trained model (dataset, variant, train_seed), in profile order."""
@@ -410,6 +428,13 @@ def _cross_check(path, data: dict) -> None:
         for variant in axis["variants"]:
             if variant not in data["variants"]:
                 fail(f"report.ablations[{i}].variants", f"{variant!r} is not a variant of this profile")
+    released = set()
+    for i, entry in enumerate(data["pretrained"]):
+        if entry["dataset"] not in datasets:
+            fail(f"pretrained[{i}].dataset", f"{entry['dataset']!r} is not a dataset of this profile")
+        if (entry["dataset"], entry["formulation"]) in released:
+            fail(f"pretrained[{i}]", f"a second {entry['formulation']} checkpoint of {entry['dataset']}")
+        released.add((entry["dataset"], entry["formulation"]))
     if "inception" not in extractors and modes != ["clean"]:
         fail("eval.modes", "modes other than clean apply to the inception extractor only")
 
@@ -454,4 +479,5 @@ def load_params(path: str | Path) -> Params:
             ),
         ),
         gpus=Gpus(**data["gpus"]),
+        pretrained=tuple(Pretrained(**entry) for entry in data["pretrained"]),
     )

@@ -14,6 +14,8 @@ runs/<dataset>/<variant>/s<seed>/trained.json        train: the record (snapshot
 runs/<dataset>/eval/<kimg>.json                      eval-config: the points every model is evaluated at
 runs/<dataset>/<variant>/s<seed>/eval/<kimg>/evaluated.json   evaluate: the record, beside
     <sampler>-<nfe>/metrics.json, timing.json, grid.png (samples.npz)
+runs/<dataset>/<formulation>/pretrained/               import-checkpoint: a released checkpoint as a run
+    (trained.json, snapshots/<final kimg>.safetensors, eval/<final kimg>/...)
 reports/<dataset>/                                   report
 mlflow_runs.json                                     track
 ```
@@ -32,6 +34,9 @@ TRAINED = RUN + "/trained.json"
 EVAL_PLAN = "runs/{dataset}/eval/{kimg}.json"
 EVAL = RUN + "/eval/{kimg}"
 EVALUATED = EVAL + "/evaluated.json"
+PRETRAINED = "runs/{dataset}/{formulation}/pretrained"  # a released checkpoint, imported (no training)
+PRETRAINED_RECORD = PRETRAINED + "/trained.json"
+PRETRAINED_EVALUATED = PRETRAINED + "/eval/{kimg}/evaluated.json"
 REPORTS = "reports"
 REPORT = REPORTS + "/{dataset}"
 TRACKED = "mlflow_runs.json"
@@ -112,6 +117,11 @@ def point(run_dir: str, kimg: int, sampler: str, nfe: int) -> str:
 
 def metrics(run_dir: str, kimg: int, sampler: str, nfe: int) -> str:
     return f"{point(run_dir, kimg, sampler, nfe)}/{METRICS_FILE}"
+
+
+def pretrained(dataset: str, formulation: str, root: str = RUNS) -> str:
+    """The run folder of a released checkpoint: its snapshot, record and evaluations, as a trained model's."""
+    return f"{root}/{dataset}/{formulation}/pretrained"
 
 
 def report(dataset: str) -> str:

@@ -17,7 +17,7 @@ from fdm import paths
 from fdm.config import SCHEMA_PATH, load_params
 from fdm.errors import FdmError
 from fdm.jobs import prepare_settings
-from fdm.names import EXTRACTORS
+from fdm.names import EXTRACTORS, FORMULATIONS
 
 
 def params_file():
@@ -48,6 +48,7 @@ wildcard_constraints:
     train_seed=r"\d+",
     kimg=r"\d+",
     extractor="|".join(EXTRACTORS),
+    formulation="|".join(FORMULATIONS),
 
 
 def train_settings(wildcards):
@@ -71,7 +72,16 @@ def stats_folders(wildcards):
 
 
 def evaluations():
-    """The record of every evaluation job of the profile: one per model and snapshot milestone."""
-    return [
+    """The record of every evaluation job of the profile: one per model and snapshot milestone, and one
+    per released checkpoint (at the final milestone)."""
+    trained = [
         paths.evaluated(paths.run(d, v, s), kimg) for d, v, s in PARAMS.models() for kimg in PARAMS.snapshot_kimg
     ]
+    released = [paths.evaluated(paths.pretrained(p.dataset, p.formulation), PARAMS.duration_kimg) for p in PARAMS.pretrained]
+    return trained + released
+
+
+def released_entry(wildcards):
+    """The profile's pretrained entry of this checkpoint: what `fdm import-checkpoint --params` reads."""
+    entry = PARAMS.released(wildcards.dataset, wildcards.formulation)
+    return [entry.url, entry.sha256]

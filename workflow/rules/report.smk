@@ -21,6 +21,7 @@ rule report:
             config["snapshot_kimg"],
             config["eval"]["main"],
             config["eval"]["nfe_study"],
+            config["pretrained"],
         ],
     shell:
         "fdm report --params {params.file} --runs runs --out {output} > {log} 2>&1"

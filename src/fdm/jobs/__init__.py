@@ -116,3 +116,33 @@ def reference_stats(params: Params, dataset: str, extractor: str, dest: str, dev
         dataset_stats(paths.dataset_zip(dataset), path, network)
         written.append(path)
     return written
+
+
+def import_released(params: Params, dataset: str, formulation: str, record: str) -> str:
+    """Import the profile's released checkpoint of ``formulation`` on ``dataset`` as the snapshot of its
+    final milestone in ``runs/<dataset>/<formulation>/pretrained/``, and write ``record`` (its digest, as a
+    training job's record) once it is there; returns a summary line.
+
+    The pickle's preconditioner must be ``formulation`` (an FDM_EDMPrecond for fdm_edm, ...).
+    """
+    from fdm.checkpoints import import_checkpoint
+    from fdm.digest import file_sha256
+
+    entry = params.released(dataset, formulation)
+    run = paths.pretrained(dataset, formulation)
+    snapshot = paths.snapshot(run, params.duration_kimg)
+    config = import_checkpoint(entry.url, snapshot, sha256=entry.sha256)
+    found = config["formulation"]["name"]
+    if found != formulation:
+        Path(snapshot).unlink()
+        raise FdmError(
+            f"{entry.url} holds a {config['imported']['class_name']} ({found}), not the {formulation} "
+            f"the profile's pretrained entry for {dataset} says"
+        )
+    summary = {
+        "run": run,
+        "source": entry.url,
+        "snapshots": {paths.snapshot_name(params.duration_kimg): file_sha256(snapshot)},
+    }
+    write_json(record, summary)
+    return f"{entry.url} -> {snapshot} ({config['imported']['class_name']})"

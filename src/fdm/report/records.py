@@ -65,12 +65,12 @@ def read_records(params: Params, runs: str | os.PathLike, metric: str) -> list[R
             for sampler, nfe in params.points(dataset, kimg):
                 path = Path(paths.metrics(run_dir, kimg, sampler, nfe))
                 if path.is_file():
-                    value = _metric(path, metric)
+                    value = read_metric(path, metric)
                     records.append(Record(dataset, variant, train_seed, kimg, sampler, nfe, value))
     return records
 
 
-def _metric(path: Path, metric: str) -> float:
+def read_metric(path: Path, metric: str) -> float:
     try:
         metrics = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:

@@ -22,6 +22,7 @@ from fdm.report.figures import (
     speedup_figure,
     write_figure,
 )
+from fdm.report.pretrained import pretrained_csv, pretrained_markdown, pretrained_rows
 from fdm.report.records import aggregate, read_records
 from fdm.report.tables import (
     MIMG_COLUMNS,
@@ -43,15 +44,10 @@ def write_report(params: Params, runs: str | os.PathLike, out: str | os.PathLike
     """Write every table and plot of every dataset that has records; returns the files written."""
     metric = params.report.metric
     records = read_records(params, runs, metric)
-    if not records:
-        raise FdmError(
-            f"no metrics.json with {metric} under {runs} for datasets {', '.join(params.datasets)}"
-        )
-    stats = aggregate(records)
+    stats = aggregate(records) if records else {}
     written = []
     for dataset, spec in params.datasets.items():
-        if not any(r.dataset == dataset for r in records):
-            continue
+        folder = Path(out) / dataset
         main = params.eval.main[dataset]
         compare = params.report.compare_paper and metric == paper_results.METRIC
         same_main = (main.sampler, main.nfe) == (
@@ -60,55 +56,66 @@ def write_report(params: Params, runs: str | os.PathLike, out: str | os.PathLike
         )
         paper_mimg = paper_results.fid_vs_kimg(spec.source) if compare and same_main else {}
         paper_nfe = paper_results.fid_vs_nfe(spec.source) if compare else {}
-        variants = params.variants
-        mimg = fid_vs_mimg_rows(stats, dataset, variants, main.sampler, main.nfe, paper_mimg)
-        nfe = fid_vs_nfe_rows(stats, dataset, variants, params.duration_kimg, paper_nfe)
-        baselines = {v: params.baseline(v) for v in variants if params.baseline(v)}
-        speed = speedup_rows(
-            records, dataset, baselines, (main.sampler, main.nfe), params.duration_kimg, paper_mimg, paper_nfe
-        )
-        folder = Path(out) / dataset
-        outputs = {
-            "fid_vs_mimg.csv": to_csv(mimg, MIMG_COLUMNS),
-            "fid_vs_mimg.md": fid_vs_mimg_markdown(mimg, dataset, variants, metric),
-            "fid_vs_nfe.csv": to_csv(nfe, NFE_COLUMNS),
-            "fid_vs_nfe.md": fid_vs_nfe_markdown(nfe, dataset, variants, metric),
-            "speedup.csv": to_csv(speed, SPEEDUP_COLUMNS),
-            "speedup.md": speedup_markdown(speed, dataset, metric, bool(paper_mimg or paper_nfe)),
-        }
-        for name, text in outputs.items():
-            atomic_write_text(folder / name, text)
-            written.append(folder / name)
-        styles = line_styles({v: params.formulation(v) for v in variants})
-        figures = [
-            ("fid_vs_mimg.png", fid_vs_mimg_figure(mimg, dataset, styles, metric)),
-            ("fid_vs_nfe.png", fid_vs_nfe_figure(nfe, dataset, styles, metric)),
-            ("speedup.png", speedup_figure(speed, dataset, styles, metric)),
-        ]
-        for axis in params.report.ablations:
-            values = {
-                v: params.train.settings(dataset, v).get(axis.setting, DEFAULTS.get(axis.setting))
-                for v in axis.variants
-            }
-            formulations = {v: params.formulation(v) for v in variants}
-            rows = ablation_rows(
-                stats,
-                dataset,
-                axis,
-                values,
-                formulations,
-                baselines,
-                (main.sampler, main.nfe),
-                params.duration_kimg,
-            )
-            for name, text in ((f"ablation_{axis.name}.csv", ablation_csv(rows)),
-                               (f"ablation_{axis.name}.md", ablation_markdown(rows, dataset, metric))):  # fmt: skip
+        released = pretrained_rows(params, runs, dataset, metric, paper_mimg, paper_nfe)
+        if released:
+            for name, text in (
+                ("pretrained.csv", pretrained_csv(released)),
+                ("pretrained.md", pretrained_markdown(released, dataset, metric)),
+            ):
                 atomic_write_text(folder / name, text)
                 written.append(folder / name)
-            figures.append(
-                (f"ablation_{axis.name}.png", ablation_figure(rows, mimg, dataset, styles, metric))
-            )
-        for name, figure in figures:
-            write_figure(folder / name, figure)
+        if any(r.dataset == dataset for r in records):
+            written += _trained(params, dataset, records, stats, folder, paper_mimg, paper_nfe)
+    if not written:
+        raise FdmError(
+            f"no metrics.json with {metric} under {runs} for datasets {', '.join(params.datasets)}"
+        )
+    return written
+
+
+def _trained(params, dataset, records, stats, folder: Path, paper_mimg, paper_nfe) -> list[Path]:
+    """The trained models' tables and plots of ``dataset``: FID vs Mimg, FID vs NFE, speedups, ablations."""
+    metric, main, variants = params.report.metric, params.eval.main[dataset], params.variants
+    written = []
+    mimg = fid_vs_mimg_rows(stats, dataset, variants, main.sampler, main.nfe, paper_mimg)
+    nfe = fid_vs_nfe_rows(stats, dataset, variants, params.duration_kimg, paper_nfe)
+    baselines = {v: params.baseline(v) for v in variants if params.baseline(v)}
+    speed = speedup_rows(
+        records, dataset, baselines, (main.sampler, main.nfe), params.duration_kimg, paper_mimg, paper_nfe
+    )
+    outputs = {
+        "fid_vs_mimg.csv": to_csv(mimg, MIMG_COLUMNS),
+        "fid_vs_mimg.md": fid_vs_mimg_markdown(mimg, dataset, variants, metric),
+        "fid_vs_nfe.csv": to_csv(nfe, NFE_COLUMNS),
+        "fid_vs_nfe.md": fid_vs_nfe_markdown(nfe, dataset, variants, metric),
+        "speedup.csv": to_csv(speed, SPEEDUP_COLUMNS),
+        "speedup.md": speedup_markdown(speed, dataset, metric, bool(paper_mimg or paper_nfe)),
+    }
+    for name, text in outputs.items():
+        atomic_write_text(folder / name, text)
+        written.append(folder / name)
+    styles = line_styles({v: params.formulation(v) for v in variants})
+    figures = [
+        ("fid_vs_mimg.png", fid_vs_mimg_figure(mimg, dataset, styles, metric)),
+        ("fid_vs_nfe.png", fid_vs_nfe_figure(nfe, dataset, styles, metric)),
+        ("speedup.png", speedup_figure(speed, dataset, styles, metric)),
+    ]
+    for axis in params.report.ablations:
+        values = {
+            v: params.train.settings(dataset, v).get(axis.setting, DEFAULTS.get(axis.setting))
+            for v in axis.variants
+        }
+        formulations = {v: params.formulation(v) for v in variants}
+        main_point = (main.sampler, main.nfe)
+        rows = ablation_rows(
+            stats, dataset, axis, values, formulations, baselines, main_point, params.duration_kimg
+        )
+        for name, text in ((f"ablation_{axis.name}.csv", ablation_csv(rows)),
+                           (f"ablation_{axis.name}.md", ablation_markdown(rows, dataset, metric))):  # fmt: skip
+            atomic_write_text(folder / name, text)
             written.append(folder / name)
+        figures.append((f"ablation_{axis.name}.png", ablation_figure(rows, mimg, dataset, styles, metric)))
+    for name, figure in figures:
+        write_figure(folder / name, figure)
+        written.append(folder / name)
     return written
