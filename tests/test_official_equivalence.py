@@ -36,13 +36,7 @@ COMBINATIONS = [(net, name) for net in cases.DENOISER_NETWORKS for name in cases
 FDM_NAMES = [name for name in cases.FORMULATIONS if name.startswith("fdm_")]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks: a second thread only adds synchronisation on a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: a second thread only contends
 
 
 @pytest.fixture(scope="module")
