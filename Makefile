@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint clean
+.PHONY: run test lint fault-drill clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/python -m pytest -q
+
+# Jobs killed at fault points and rerun (tests/test_fault_drill.py, ~11 min); `make test` skips it.
+fault-drill: $(STAMP)
+	FDM_FAULT_DRILL=1 $(BIN)/python -m pytest -q -m fault_drill
 
 clean:
 	rm -rf $(VENV) .pytest_cache

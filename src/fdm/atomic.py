@@ -1,16 +1,31 @@
 """Atomic file writes: a killed job never leaves a file that looks finished (docs/design.md).
 
-The file is written under a temporary name beside its destination, flushed to disk, given the mode a
-plain ``open`` would have given it (0666 less the umask: ``mkstemp`` makes it 0600, which would hide a
-run's results from collaborators in a shared folder), then renamed into place. Torch-free, so light
-commands (report, track, train-config) can use it without importing torch.
+A write goes to ``.<name>.<random>.tmp`` beside the file, is flushed to disk, given the mode a plain
+``open`` would have given it (0666 less the umask: ``mkstemp`` makes it 0600, which would hide a run's
+results from collaborators in a shared folder), and renamed onto the file when complete. A process killed
+before the rename (SIGKILL runs no cleanup) leaves that temporary file; the next write of the same file
+deletes it, so that a rerun of the killed job leaves none (a file has one writer at a time).
+Torch-free, so light commands (report, track, train-config) can use it without importing torch.
 """
 
 from __future__ import annotations
 
+import glob
 import os
 import tempfile
 from pathlib import Path
+
+from fdm.faults import fault_point
+
+
+def temporary_beside(path: Path) -> str:
+    """A new temporary file for a write of ``path``, after deleting those that killed writes of it left."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        stale.unlink(missing_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    return tmp
 
 
 def current_umask() -> int:
@@ -28,14 +43,13 @@ def give_plain_mode(path: str | os.PathLike) -> None:
 def atomic_write(path: str | os.PathLike, write) -> None:
     """Call ``write(tmp_path)`` on a temporary file beside ``path``, fsync it, then rename it into place."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = temporary_beside(path)
     try:
         write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         give_plain_mode(tmp)
+        fault_point("atomic:before_rename", path)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

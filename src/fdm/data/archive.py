@@ -18,7 +18,6 @@ import dataclasses
 import io
 import json
 import os
-import tempfile
 import zipfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -27,8 +26,9 @@ import numpy as np
 import PIL.Image
 from tqdm import tqdm
 
-from fdm.atomic import give_plain_mode
+from fdm.atomic import give_plain_mode, temporary_beside
 from fdm.errors import FdmError
+from fdm.faults import fault_point
 
 LABELS_MEMBER = "dataset.json"
 ZIP_DATE_TIME = (1980, 1, 1, 0, 0, 0)  # The earliest time a zip header can hold.
@@ -103,15 +103,13 @@ def atomic_output(dest: str | os.PathLike) -> Iterator[Path]:
     if dest.is_dir():
         raise FdmError(f"cannot write {dest}: it is a directory")
     try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-        os.close(fd)
+        tmp = Path(temporary_beside(dest))
     except OSError as err:
         raise FdmError(f"cannot write {dest}: {err.strerror or err}") from None
-    tmp = Path(tmp)
     try:
         yield tmp
         give_plain_mode(tmp)
+        fault_point("atomic:before_rename", dest)
         os.replace(tmp, dest)
     except OSError as err:  # Sources raise FdmError for their own files; this is the output failing.
         tmp.unlink(missing_ok=True)

@@ -24,6 +24,7 @@ from fdm.atomic import atomic_write_text
 from fdm.digest import file_sha256
 from fdm.distributed import World
 from fdm.errors import FdmError
+from fdm.faults import fault_point
 from fdm.generation.generate import generate_all
 from fdm.metrics.scores import metrics_record, score, write_metrics
 from fdm.metrics.stats import check_matches, load_stats
@@ -144,6 +145,7 @@ def evaluate_point(
     )  # fmt: skip
     if result is None:
         return None
+    fault_point("evaluate:scoring", files.metrics)
     values = {}
     for features, (_, ref) in zip(result["features"], spaces, strict=True):
         values.update(score(features, ref))
@@ -187,6 +189,7 @@ def evaluate_snapshot(plan: EvalPlan, run_dir: str, record: str | None, world: W
             todo.append((about, files))
     for about, files in todo:
         evaluate_point(denoiser, spaces, seeds, about, files, world, plan.batch)
+        fault_point("evaluate:after_point", files.metrics)
     if world.is_main and record is not None:
         entries = {}
         for name, files in points.items():

@@ -45,6 +45,7 @@ from fdm import paths
 from fdm.atomic import atomic_write_text
 from fdm.distributed import World, all_reduce_sum, device_for, join, leave
 from fdm.errors import FdmError
+from fdm.faults import fault_point
 from fdm.seeding import derive_seed, generator
 from fdm.training.augment import AUGMENT_DIM, augment, draw_augment_params
 from fdm.training.config import RUNTIME_ONLY, TrainConfig
@@ -258,12 +259,6 @@ class TrainingRun:
         }
         save_snapshot(snapshot_path(self.run_dir, kimg), _state_dict_cpu(self.ema), config)
 
-    def remove_partial_files(self) -> None:
-        """Delete temporary files of writes that a killed run left unfinished (``atomic_write`` names)."""
-        for pattern in (f".{STATE_FILE}.*.tmp", f"{SNAPSHOT_DIR}/.*.safetensors.*.tmp"):
-            for path in self.run_dir.glob(pattern):
-                path.unlink(missing_ok=True)
-
     def open_log(self):
         """``train.jsonl`` for appending, cut back to its length when the loaded state was written."""
         path = self.run_dir / LOG_FILE
@@ -353,9 +348,13 @@ class TrainingRun:
                     file=sys.stderr,
                 )
             return
+        if main and resumed:
+            print(
+                f"{self.run_dir}: resuming at {self.images_seen / 1000:g} kimg from {STATE_FILE}",
+                file=sys.stderr,
+            )
         if main:
             (self.run_dir / SNAPSHOT_DIR).mkdir(parents=True, exist_ok=True)
-            self.remove_partial_files()
         milestones = [m for m in cfg.milestones_kimg() if m * 1000 > self.images_seen]
         tick_nimg, state_nimg = cfg.tick_kimg * 1000, cfg.state_every_kimg * 1000
         next_tick = (math.floor(self.images_seen / tick_nimg) + 1) * tick_nimg
@@ -415,7 +414,9 @@ class TrainingRun:
                     next_tick = (math.floor(self.images_seen / tick_nimg) + 1) * tick_nimg
                     tick_loss, tick_images, tick_start = 0.0, 0, time.perf_counter()
                 if self.images_seen >= next_state or crossed or done:
+                    fault_point("train:before_state", self.run_dir)
                     self.save_state()
+                    fault_point("train:after_state", self.run_dir)
                     next_state = (math.floor(self.images_seen / state_nimg) + 1) * state_nimg
             status = "FINISHED"
         finally:
