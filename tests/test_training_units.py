@@ -16,8 +16,9 @@ from fdm.seeding import derive_seed
 from fdm.training import TrainConfig
 from fdm.training.augment import AUGMENT_DIM, NUM_NORMALS, NUM_UNIFORMS, augment, draw_augment_params
 from fdm.training.ema import ema_beta, ema_halflife_nimg, update_ema
-from fdm.training.loop import SampleStream, learning_rate
+from fdm.training.loop import learning_rate
 from fdm.training.state import STATE_FORMAT, load_state, save_state
+from fdm.training.stream import SampleStream
 
 # ----------------------------------------------------------------------------- seeding
 

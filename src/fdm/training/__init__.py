@@ -7,6 +7,7 @@ docs/training.md.
 from __future__ import annotations
 
 from fdm.training.config import TrainConfig
-from fdm.training.loop import LOG_FILE, SNAPSHOT_DIR, STATE_FILE, snapshot_path, train
+from fdm.training.loop import train
+from fdm.training.run_folder import LOG_FILE, SNAPSHOT_DIR, STATE_FILE, snapshot_path
 
 __all__ = ["LOG_FILE", "SNAPSHOT_DIR", "STATE_FILE", "TrainConfig", "snapshot_path", "train"]

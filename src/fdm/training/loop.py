@@ -32,79 +32,43 @@ import json
 import math
 import os
 import resource
-import shutil
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
-from fdm import paths
 from fdm.atomic import atomic_write_text
 from fdm.distributed import World, all_reduce_sum, device_for, join, leave
 from fdm.errors import FdmError
 from fdm.faults import fault_point
-from fdm.seeding import derive_seed, generator
-from fdm.training.augment import AUGMENT_DIM, augment, draw_augment_params
+from fdm.seeding import derive_seed
+from fdm.training.augment import AUGMENT_DIM, augment
 from fdm.training.config import RUNTIME_ONLY, TrainConfig
 from fdm.training.ema import ema_beta, update_ema
 from fdm.training.numerics import configure_numerics
+from fdm.training.run_folder import (
+    LOG_FILE,
+    SNAPSHOT_DIR,
+    STATE_FILE,
+    discard_stale_run,
+    passed_milestones_missing,
+    snapshot_path,
+    snapshot_record,
+)
 from fdm.training.state import STATE_FORMAT, load_state, save_state
+from fdm.training.stream import SampleStream
 
-SNAPSHOT_DIR, STATE_FILE, LOG_FILE = paths.SNAPSHOT_DIR, paths.STATE_FILE, paths.LOG_FILE
 NOT_METRICS = ("kimg", "started", "time")  # train.jsonl fields that are not training curves
 
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
 
 
-def snapshot_path(run_dir, kimg: float) -> Path:
-    """Where ``fdm train`` writes the snapshot of milestone ``kimg`` in ``run_dir`` (``fdm.paths.snapshot``)."""
-    return Path(paths.snapshot(str(run_dir), kimg))
-
-
 def learning_rate(cfg: TrainConfig, images_seen: int) -> float:
     """The base rate ramped up linearly from 0 over ``lr_rampup_kimg``, then constant (EDM)."""
     return cfg.lr * min(images_seen / max(cfg.lr_rampup_kimg * 1000, 1e-8), 1.0)
-
-
-class SampleStream:
-    """The random draws of training sample k, a pure function of (seed, k).
-
-    ``draw(ks)`` returns the data indices, sigma [n], noise [n, C, H, W] and, when augmenting, the
-    augmentation draws [n, 11] and [n, 4], all on the CPU.
-    """
-
-    def __init__(self, seed: int, num_items: int, formulation, image_shape, augmenting: bool):
-        self.seed, self.num_items, self.formulation = seed, num_items, formulation
-        self.image_shape, self.augmenting = tuple(image_shape), augmenting
-        self._orders: dict[int, torch.Tensor] = {}
-
-    def data_index(self, k: int) -> int:
-        epoch, position = divmod(k, self.num_items)
-        if epoch not in self._orders:
-            if len(self._orders) >= 2:
-                self._orders.pop(min(self._orders))
-            self._orders[epoch] = torch.randperm(
-                self.num_items, generator=generator(self.seed, "order", epoch)
-            )
-        return int(self._orders[epoch][position])
-
-    def draw(self, ks: list[int]):
-        sigmas, noises, uniforms, normals = [], [], [], []
-        for k in ks:
-            g = generator(self.seed, "sample", k)
-            sigmas.append(self.formulation.sample_sigma(1, g))
-            noises.append(torch.randn(self.image_shape, generator=g))
-            if self.augmenting:
-                u, z = draw_augment_params(g)
-                uniforms.append(u)
-                normals.append(z)
-        indices = np.array([self.data_index(k) for k in ks], dtype=np.int64)
-        augment_draws = (torch.stack(uniforms), torch.stack(normals)) if self.augmenting else None
-        return indices, torch.cat(sigmas), torch.stack(noises), augment_draws
 
 
 def per_sample_loss(denoiser, formulation, y, sigma, noise, class_labels, augment_labels, step: int):
@@ -424,55 +388,6 @@ class TrainingRun:
             if log is not None:
                 log.close()
             tracker.close(status)
-
-
-def passed_milestones_missing(cfg: TrainConfig, images_seen: int) -> list[float]:
-    """Milestones at or before ``images_seen`` whose snapshot file is not in the run folder (e.g. added to
-    ``snapshot_kimg`` after training went past them)."""
-    return [
-        kimg
-        for kimg in cfg.milestones_kimg()
-        if kimg * 1000 <= images_seen and not snapshot_path(cfg.outdir, kimg).is_file()
-    ]
-
-
-def discard_stale_run(cfg: TrainConfig) -> list[str]:
-    """Delete the run in ``cfg.outdir`` if it cannot continue as ``cfg`` asks; returns why.
-
-    A pipeline reruns a training job both after a kill (same settings: resume) and after its settings
-    were edited: it starts over where the saved state.pt was written with other settings (settings that
-    may change on resume, ``RESUMABLE_CHANGES`` such as a longer ``duration_kimg``, do not count), or
-    where a snapshot milestone was added that the state is already past. On the CPU the new run
-    reproduces the old snapshots bit for bit.
-    """
-    run_dir = Path(cfg.outdir)
-    state_path = run_dir / STATE_FILE
-    if not state_path.is_file():
-        return []
-    state = load_state(state_path)
-    missing = passed_milestones_missing(cfg, int(state["images_seen"]))
-    reasons = cfg.resume_mismatch(state["config"])
-    if missing:
-        reasons.append(f"snapshot_kimg ({', '.join(f'{m:g}' for m in missing)} kimg already passed)")
-    if reasons:
-        shutil.rmtree(run_dir / SNAPSHOT_DIR, ignore_errors=True)
-        (run_dir / LOG_FILE).unlink(missing_ok=True)
-        state_path.unlink()
-    return reasons
-
-
-def snapshot_record(cfg: TrainConfig) -> dict:
-    """A finished run's record: the file name and SHA-256 of the snapshot of every milestone, in kimg order."""
-    from fdm.digest import file_sha256
-
-    run_dir = Path(cfg.outdir)
-    return {
-        "run": str(run_dir),
-        "snapshots": {
-            paths.snapshot_name(kimg): file_sha256(snapshot_path(run_dir, kimg))
-            for kimg in cfg.milestones_kimg()
-        },
-    }
 
 
 def train(cfg: TrainConfig, restart_on_change: bool = False, record: str | os.PathLike | None = None) -> Path:

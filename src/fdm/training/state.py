@@ -10,7 +10,7 @@
   the lines written after it.
 
 There is no random-number-generator state to carry: every random draw of training is keyed by the
-run seed and the global index of the sample (``fdm.training.loop``), so ``images_seen`` restores it.
+run seed and the global index of the sample (``fdm.training.stream``), so ``images_seen`` restores it.
 
 The file is written atomically (temporary file, fsync, rename) and read with
 ``torch.load(weights_only=True)``, which unpickles no classes; a file that needs more (a pickled

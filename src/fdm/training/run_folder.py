@@ -1,0 +1,72 @@
+"""The run folder of ``fdm train``: what it holds, and whether a saved run in it can continue.
+
+``runs/<dataset>/<variant>/s<seed>/`` (``fdm.paths``) holds ``snapshots/<kimg>.safetensors`` (one per
+milestone), ``state.pt`` (the resume state, ``fdm.training.state``), ``train.jsonl`` (one line per
+tick) and, once training is complete, ``trained.json`` (``snapshot_record``): the file the workflows
+declare as the job's output, so that a killed job's rerun resumes from state.pt.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from fdm import paths
+from fdm.training.config import TrainConfig
+from fdm.training.state import load_state
+
+SNAPSHOT_DIR, STATE_FILE, LOG_FILE = paths.SNAPSHOT_DIR, paths.STATE_FILE, paths.LOG_FILE
+
+
+def snapshot_path(run_dir, kimg: float) -> Path:
+    """Where ``fdm train`` writes the snapshot of milestone ``kimg`` in ``run_dir`` (``fdm.paths.snapshot``)."""
+    return Path(paths.snapshot(str(run_dir), kimg))
+
+
+def passed_milestones_missing(cfg: TrainConfig, images_seen: int) -> list[float]:
+    """Milestones at or before ``images_seen`` whose snapshot file is not in the run folder (e.g. added to
+    ``snapshot_kimg`` after training went past them)."""
+    return [
+        kimg
+        for kimg in cfg.milestones_kimg()
+        if kimg * 1000 <= images_seen and not snapshot_path(cfg.outdir, kimg).is_file()
+    ]
+
+
+def discard_stale_run(cfg: TrainConfig) -> list[str]:
+    """Delete the run in ``cfg.outdir`` if it cannot continue as ``cfg`` asks; returns why.
+
+    A pipeline reruns a training job both after a kill (same settings: resume) and after its settings
+    were edited: it starts over where the saved state.pt was written with other settings (settings that
+    may change on resume, ``RESUMABLE_CHANGES`` such as a longer ``duration_kimg``, do not count), or
+    where a snapshot milestone was added that the state is already past. On the CPU the new run
+    reproduces the old snapshots bit for bit.
+    """
+    run_dir = Path(cfg.outdir)
+    state_path = run_dir / STATE_FILE
+    if not state_path.is_file():
+        return []
+    state = load_state(state_path)
+    missing = passed_milestones_missing(cfg, int(state["images_seen"]))
+    reasons = cfg.resume_mismatch(state["config"])
+    if missing:
+        reasons.append(f"snapshot_kimg ({', '.join(f'{m:g}' for m in missing)} kimg already passed)")
+    if reasons:
+        shutil.rmtree(run_dir / SNAPSHOT_DIR, ignore_errors=True)
+        (run_dir / LOG_FILE).unlink(missing_ok=True)
+        state_path.unlink()
+    return reasons
+
+
+def snapshot_record(cfg: TrainConfig) -> dict:
+    """A finished run's record: the file name and SHA-256 of the snapshot of every milestone, in kimg order."""
+    from fdm.digest import file_sha256
+
+    run_dir = Path(cfg.outdir)
+    return {
+        "run": str(run_dir),
+        "snapshots": {
+            paths.snapshot_name(kimg): file_sha256(snapshot_path(run_dir, kimg))
+            for kimg in cfg.milestones_kimg()
+        },
+    }
