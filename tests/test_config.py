@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fdm.config import SCHEMA_PATH, load_params
+from fdm.config import load_params
 from fdm.errors import FdmError
+from fdm.params_file import SCHEMA_PATH
 from fdm.sampling import steps_for_nfe
 from fdm.seeding import derive_seed
 

@@ -14,10 +14,11 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from fdm import paths
-from fdm.config import SCHEMA_PATH, load_params
+from fdm.config import load_params
 from fdm.errors import FdmError
 from fdm.jobs import prepare_settings
 from fdm.names import EXTRACTORS, FORMULATIONS
+from fdm.params_file import SCHEMA_PATH
 
 
 def params_file():
