@@ -62,7 +62,7 @@ def test_branches_start_near_zero_but_conditioning_is_wired():
         assert 0 < relative_change(y, other) < 1e-3
 
 
-# The paper's networks (FDM digest section 2; sizes of the released checkpoints).
+# The paper's networks (docs/paper.md section 3; sizes of the released checkpoints).
 @pytest.mark.parametrize(
     "arch, res, label_dim, channel_mult, expected",
     [

@@ -1,7 +1,7 @@
 """The paper's FID numbers, as data, to stand beside ours in the report.
 
 Source: the FDM README's result tables, which are the paper's main tables (docs/paper.md
-sections 3.1 and 3.2). Inception FID over 50,000 samples, computed with EDM's ``fid.py``, so the
+section 7). Inception FID over 50,000 samples, computed with EDM's ``fid.py``, so the
 comparable metric of ours is ``fid_inception_legacy_tensorflow``. Datasets are keyed by their
 ``fdm prepare`` source (cifar10, ffhq, afhqv2), snapshots by kimg (50 Mimg = 50000 kimg) and
 samplers by our names (the paper's "EDM sampler" is ``heun``, its DPM-Solver++ ``dpmpp_3s``).
@@ -12,7 +12,7 @@ from __future__ import annotations
 METRIC = "fid_inception_legacy_tensorflow"
 VARIANTS = ("edm", "fdm_edm", "vp", "fdm_vp", "ve", "fdm_ve")  # the tables' column order
 
-# Section 3.1: FID vs training Mimg with the Heun sampler (NFE 79 on 64x64; 35 presumed on CIFAR-10).
+# docs/paper.md section 7.1: FID vs training Mimg with the Heun sampler (NFE 79 on 64x64; 35 presumed on CIFAR-10).
 MAIN_SAMPLER = "heun"
 MAIN_NFE = {"cifar10": 35, "ffhq": 79, "afhqv2": 79}
 _FID_VS_MIMG = [
@@ -31,13 +31,13 @@ _FID_VS_MIMG = [
     ("afhqv2", 200, (2.37, 1.93, 2.61, 2.39, 57.48, 47.30)),
 ]
 
-# Section 3.3: the headline claims, as speedup ratios. "About 50% training cost": FDM at 100 Mimg is
+# docs/paper.md section 7: the headline claims, as speedup ratios. "About 50% training cost": FDM at 100 Mimg is
 # comparable to the baseline at 200 Mimg (2x); "about 3x fewer steps": FDM at NFE 25 is at or below the
 # baseline at NFE 79 on AFHQv2 (79/25 = 3.2, stated as 3x).
 CLAIMED_TRAINING_SPEEDUP = 2.0
 CLAIMED_SAMPLING_SPEEDUP = 3.0
 
-# Section 3.2: FID vs NFE of the 200-Mimg AFHQv2 models.
+# docs/paper.md section 7.2: FID vs NFE of the 200-Mimg AFHQv2 models.
 _FID_VS_NFE = [
     # dataset, sampler, NFE, EDM, EDM-FDM, VP, VP-FDM, VE, VE-FDM
     ("afhqv2", "heun", 25, (2.78, 2.32, 2.88, 2.59, 61.04, 48.29)),
@@ -50,7 +50,7 @@ _FID_VS_NFE = [
 
 
 def fid_vs_kimg(source: str) -> dict[str, dict[int, float]]:
-    """variant -> {kimg: FID} of section 3.1 for a dataset source; empty if the paper has none."""
+    """variant -> {kimg: FID} of section 7.1 for a dataset source; empty if the paper has none."""
     table: dict[str, dict[int, float]] = {}
     for dataset, mimg, fids in _FID_VS_MIMG:
         if dataset == source:
@@ -60,7 +60,7 @@ def fid_vs_kimg(source: str) -> dict[str, dict[int, float]]:
 
 
 def fid_vs_nfe(source: str) -> dict[str, dict[str, dict[int, float]]]:
-    """sampler -> variant -> {NFE: FID} of section 3.2 (final models); empty if the paper has none."""
+    """sampler -> variant -> {NFE: FID} of section 7.2 (final models); empty if the paper has none."""
     table: dict[str, dict[str, dict[int, float]]] = {}
     for dataset, sampler, nfe, fids in _FID_VS_NFE:
         if dataset == source:
