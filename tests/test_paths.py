@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from fdm import names, paths
-from fdm.config import schema
+from fdm.params_file import schema
 
 ROOT = Path(__file__).resolve().parents[1]
 PIPELINE_TEMPLATES = {

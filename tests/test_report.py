@@ -457,7 +457,16 @@ def test_ablation_axes_table_and_figure(tmp_path):
         assert float(r["mean"]) == pytest.approx(final[r["variant"]])
         assert float(r["ci_high"]) - float(r["mean"]) == pytest.approx(half, rel=1e-5)
         assert (r["baseline"], float(r["baseline_mean"]), r["n"]) == ("edm", 8.0, "3")
+        # Welch: equal sds (1) and n (3): se = sqrt(2/3), 4 degrees of freedom, t_{0.975, 4} = 2.776445
+        assert float(r["difference"]) == pytest.approx(final[r["variant"]] - 8.0)
+        welch = 2.776445 * math.sqrt(2 / 3)
+        assert float(r["difference_ci_high"]) - float(r["difference"]) == pytest.approx(welch, rel=1e-5)
+        assert float(r["difference"]) - float(r["difference_ci_low"]) == pytest.approx(welch, rel=1e-5)
     cin = (tmp_path / "reports" / "digits" / "ablation_cin.md").read_text()
     assert "| scale | fdm_vp_scale | fdm_vp | 50.00 [" in cin and "| vp | 50.00 [" in cin
+    assert (
+        "| replace | fdm_edm | fdm_edm | 10.00 [7.52, 12.48] | edm | 8.00 [5.52, 10.48] | +2.00 [-0.267, 4.27] |"
+        in cin
+    )
     speedups = (tmp_path / "reports" / "digits" / "speedup.md").read_text()
     assert "| fdm_edm_m4 | edm |" in speedups  # every FDM variant against its family's baseline

@@ -7,14 +7,19 @@ dataset, under ``reports/<dataset>/``:
 
 - ``ablation_<axis>.{csv,md}``: per variant its value, formulation and final metric (main sampler and
   NFE, last snapshot: mean over training seeds and 95% Student-t interval), beside the same for its
-  baseline (``Params.baseline``: the variant named after its base formulation);
+  baseline (``Params.baseline``: the variant named after its base formulation), and the difference of
+  the two means with its 95% Welch interval (``difference``): an interval that excludes 0 says the
+  variant and its baseline differ at this budget, one that includes it says the seeds cannot tell;
 - ``ablation_<axis>.png``: left, the final metric against the value, one line per formulation, the
   baselines as horizontal lines with their interval; right, the metric over training per variant.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
+
+from scipy import stats as scipy_stats
 
 from fdm.report.records import Stat
 from fdm.report.speedup import CONFIDENCE
@@ -23,7 +28,27 @@ from fdm.report.tables import markdown_table, number, seeds_note, to_csv
 ABLATION_COLUMNS = (
     "axis", "setting", "value", "variant", "formulation", "kimg", "sampler", "nfe", "mean", "std", "ci_low",
     "ci_high", "n", "baseline", "baseline_mean", "baseline_ci_low", "baseline_ci_high", "baseline_n",
+    "difference", "difference_ci_low", "difference_ci_high",
 )  # fmt: skip
+
+
+def difference(a: Stat | None, b: Stat | None) -> tuple[float | None, float | None, float | None]:
+    """a.mean - b.mean and its Welch t interval (unequal variances; Welch 1947), from the two Stats.
+
+    The standard error is sqrt(s_a^2/n_a + s_b^2/n_b) with Welch-Satterthwaite's degrees of freedom. None
+    where a side is missing; no interval where a side has one seed or both have no spread.
+    """
+    if a is None or b is None:
+        return None, None, None
+    delta = a.mean - b.mean
+    if a.std is None or b.std is None or a.n < 2 or b.n < 2:
+        return delta, None, None
+    va, vb = a.std**2 / a.n, b.std**2 / b.n
+    if va + vb == 0:
+        return delta, None, None
+    dof = (va + vb) ** 2 / (va**2 / (a.n - 1) + vb**2 / (b.n - 1))
+    half = scipy_stats.t.ppf(0.5 + CONFIDENCE / 2, dof) * math.sqrt(va + vb)
+    return delta, delta - half, delta + half
 
 
 def ablation_rows(
@@ -42,6 +67,7 @@ def ablation_rows(
         stat = stats.get((dataset, variant, final_kimg, *main))
         base = baselines.get(variant)
         base_stat = stats.get((dataset, base, final_kimg, *main)) if base else None
+        delta, delta_low, delta_high = difference(stat, base_stat)
         rows.append(
             {
                 "axis": axis.name, "setting": axis.setting, "value": values[variant], "variant": variant,
@@ -53,15 +79,17 @@ def ablation_rows(
                 "baseline_ci_low": base_stat.ci_low if base_stat else None,
                 "baseline_ci_high": base_stat.ci_high if base_stat else None,
                 "baseline_n": base_stat.n if base_stat else 0,
+                "difference": delta, "difference_ci_low": delta_low, "difference_ci_high": delta_high,
             }
         )  # fmt: skip
     return rows
 
 
-def _interval(mean, low, high) -> str:
+def _interval(mean, low, high, signed: bool = False) -> str:
     if mean is None:
         return "–"
-    return number(mean) if low is None else f"{number(mean)} [{number(low)}, {number(high)}]"
+    value = ("+" if signed and mean > 0 else "") + number(mean)
+    return value if low is None else f"{value} [{number(low)}, {number(high)}]"
 
 
 def ablation_markdown(rows: list[dict], dataset: str, metric: str) -> str:
@@ -70,16 +98,18 @@ def ablation_markdown(rows: list[dict], dataset: str, metric: str) -> str:
     sampler, nfe, kimg = rows[0]["sampler"], rows[0]["nfe"], rows[0]["kimg"]
     body = [
         [str(r["value"]), r["variant"], r["formulation"], _interval(r["mean"], r["ci_low"], r["ci_high"]),
-         r["baseline"] or "–", _interval(r["baseline_mean"], r["baseline_ci_low"], r["baseline_ci_high"])]
+         r["baseline"] or "–", _interval(r["baseline_mean"], r["baseline_ci_low"], r["baseline_ci_high"]),
+         _interval(r["difference"], r["difference_ci_low"], r["difference_ci_high"], signed=True)]
         for r in rows
     ]  # fmt: skip
     lines = [
         f"# {dataset}: ablation of {setting} ({axis})",
         "",
         f"{metric} at the final snapshot ({kimg / 1000:g} Mimg), sampler {sampler} at NFE {nfe}. {seeds_note(rows)}",
+        f"Difference: the variant's mean less its baseline's, [{CONFIDENCE:.0%} Welch t interval].",
         "",
     ]
-    header = [setting, "variant", "formulation", metric, "baseline", f"baseline {metric}"]
+    header = [setting, "variant", "formulation", metric, "baseline", f"baseline {metric}", "difference"]
     return "\n".join(lines + markdown_table(header, body)) + "\n"
 
 
