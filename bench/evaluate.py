@@ -6,9 +6,9 @@ reference statistics) again. This times, side by side and alternating, in a fini
 
 - ``one process``: ``fdm evaluate --config runs/<d>/eval/<kimg>.json`` over all the snapshot's points;
 - ``a process per point``: the same command once per point, each with a one-point copy of that config;
-- the imports alone: ``import fdm.generation.evaluation`` (what an evaluation of the digits feature space
-  loads) against the same plus ``import cleanfid`` (which every evaluation loaded before clean-fid was
-  imported only where Inception is used).
+- the imports alone, which every process pays before its first image: ``import torch`` against
+  ``import fdm.generation.evaluation`` (torch, and clean-fid for the Frechet distance, which brings
+  torchvision and through it ``torch._dynamo``).
 
 Both evaluations write into temporary run folders holding a copy of the snapshot, never into the
 project's own runs, and the script checks that both wrote the same metrics.json (every field but the
@@ -59,7 +59,7 @@ def evaluate(config: Path, run: Path, kimg: int, project: Path, env: dict) -> fl
     record = Path(paths.evaluated(str(run), kimg))
     return timed(
         [
-            "fdm",
+            str(Path(sys.executable).with_name("fdm")),  # the venv's, whether or not it is on PATH
             "evaluate",
             "--config",
             str(config),
@@ -92,9 +92,10 @@ def main() -> None:
     times: dict[str, list[float]] = {
         "one process": [],
         "a process per point": [],
-        "imports": [],
-        "imports+cleanfid": [],
+        "import torch": [],
+        "import fdm.generation.evaluation": [],
     }
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(dir=project) as scratch:
         scratch = Path(scratch)
         for repeat in range(args.repeats):
@@ -111,12 +112,11 @@ def main() -> None:
                 if mine != theirs:
                     sys.exit(f"evaluate: {point} scored differently in one process and alone")
             times["a process per point"].append(apart_total)
-            times["imports"].append(timed(python + ["import fdm.generation.evaluation"], project, env))
-            times["imports+cleanfid"].append(
-                timed(python + ["import fdm.generation.evaluation, cleanfid"], project, env)
-            )
+            for module in ("torch", "fdm.generation.evaluation"):
+                times[f"import {module}"].append(timed(python + [f"import {module}"], project, env))
     points = len(config["points"])
     print(f"{args.run} at {args.kimg} kimg: {points} points, {config['seeds']} seeds, {args.repeats} repeats")
+    print(f"load average (1 min): {load_before:.2f} before, {os.getloadavg()[0]:.2f} after")
     print("| | median s | range |\n|---|---|---|")
     for name, values in times.items():
         print(f"| {name} | {statistics.median(values):.1f} | {min(values):.1f}-{max(values):.1f} |")
