@@ -9,15 +9,18 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
+from scipy import stats as scipy_stats
 
 from fdm import paper_results, paths
 from fdm.config import load_params
 from fdm.errors import FdmError
+from fdm.report.ablation import difference
 from fdm.report.cli import report
-from fdm.report.records import Record, aggregate, read_records, t_interval
+from fdm.report.records import Record, Stat, aggregate, read_records, t_interval
 from fdm.report.tables import (
     fid_vs_mimg_markdown,
     fid_vs_mimg_rows,
@@ -430,6 +433,21 @@ def test_fdm_report_is_registered_and_fails_with_one_line(tmp_path):
     assert result.output.strip().startswith("fdm: error: no metrics.json with fid_digitsnet under")
     assert len(result.output.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_difference_is_welchs_interval():
+    """The ablation's variant-less-baseline interval is Welch's t interval, as scipy's unequal-variance t test
+    gives it from the raw values; one seed on a side leaves the difference without an interval."""
+    a, b = [10.0, 12.5, 17.0, 11.0], [8.0, 8.4, 9.1]
+    stat = {k: Stat(float(np.mean(v)), float(np.std(v, ddof=1)), len(v)) for k, v in (("a", a), ("b", b))}
+    delta, low, high = difference(stat["a"], stat["b"])
+    welch = scipy_stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    assert delta == pytest.approx(np.mean(a) - np.mean(b))
+    assert (low, high) == pytest.approx((welch.low, welch.high), rel=1e-9)
+    student = scipy_stats.ttest_ind(a, b, equal_var=True).confidence_interval(0.95)
+    assert abs(low - student.low) > 0.01  # unequal spreads: not the pooled interval
+    assert difference(stat["a"], Stat(9.0, None, 1)) == (pytest.approx(np.mean(a) - 9.0), None, None)
+    assert difference(None, stat["b"]) == (None, None, None)
 
 
 def test_ablation_axes_table_and_figure(tmp_path):
