@@ -10,9 +10,11 @@ Torch-free, so light commands (report, track, train-config) can use it without i
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from fdm.faults import fault_point
@@ -40,20 +42,28 @@ def give_plain_mode(path: str | os.PathLike) -> None:
     os.chmod(path, 0o666 & ~current_umask())
 
 
-def atomic_write(path: str | os.PathLike, write) -> None:
-    """Call ``write(tmp_path)`` on a temporary file beside ``path``, fsync it, then rename it into place."""
+@contextlib.contextmanager
+def replacing(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; give it the plain mode and rename it onto ``path`` only if
+    the block succeeds, delete it if the block fails (a kill leaves it, for the next write to delete)."""
     path = Path(path)
-    tmp = temporary_beside(path)
+    tmp = Path(temporary_beside(path))
     try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
+        yield tmp
         give_plain_mode(tmp)
         fault_point("atomic:before_rename", path)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def atomic_write(path: str | os.PathLike, write) -> None:
+    """Call ``write(tmp_path)`` on a temporary file beside ``path``, fsync it, then rename it into place."""
+    with replacing(path) as tmp:
+        write(str(tmp))
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -26,9 +26,8 @@ import numpy as np
 import PIL.Image
 from tqdm import tqdm
 
-from fdm.atomic import give_plain_mode, temporary_beside
+from fdm.atomic import replacing
 from fdm.errors import FdmError
-from fdm.faults import fault_point
 
 LABELS_MEMBER = "dataset.json"
 ZIP_DATE_TIME = (1980, 1, 1, 0, 0, 0)  # The earliest time a zip header can hold.
@@ -103,20 +102,10 @@ def atomic_output(dest: str | os.PathLike) -> Iterator[Path]:
     if dest.is_dir():
         raise FdmError(f"cannot write {dest}: it is a directory")
     try:
-        tmp = Path(temporary_beside(dest))
-    except OSError as err:
-        raise FdmError(f"cannot write {dest}: {err.strerror or err}") from None
-    try:
-        yield tmp
-        give_plain_mode(tmp)
-        fault_point("atomic:before_rename", dest)
-        os.replace(tmp, dest)
+        with replacing(dest) as tmp:
+            yield tmp
     except OSError as err:  # Sources raise FdmError for their own files; this is the output failing.
-        tmp.unlink(missing_ok=True)
         raise FdmError(f"cannot write {dest}: {err.strerror or error_reason(err)}") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def encode_png(pixels: np.ndarray) -> bytes:

@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 from fdm import paths
+from fdm.digest import file_sha256
 from fdm.training.config import TrainConfig
 from fdm.training.state import load_state
 
@@ -60,8 +61,6 @@ def discard_stale_run(cfg: TrainConfig) -> list[str]:
 
 def snapshot_record(cfg: TrainConfig) -> dict:
     """A finished run's record: the file name and SHA-256 of the snapshot of every milestone, in kimg order."""
-    from fdm.digest import file_sha256
-
     run_dir = Path(cfg.outdir)
     return {
         "run": str(run_dir),
