@@ -1,6 +1,7 @@
 # The FDM reproduction pipeline: prepare -> feature_net -> ref_stats; train_config -> train;
-# eval_config -> evaluate -> report -> track; every job an `fdm` command given only its identity and
-# the params file (docs/pipeline.md). dvc.yaml declares the same jobs; tests/test_workflow_equivalence.py
+# eval_config -> evaluate -> report -> track; code_digest -> each of them; every job an `fdm` command
+# given only its identity and the params file (docs/pipeline.md). A profile's outputs lie under
+# out/<name>/. dvc.yaml declares the same jobs; tests/test_workflow_equivalence.py
 # checks that the two agree, for the profiles and for edits of them.
 #
 #   snakemake --cores 2 --profile workflow/profiles/local                      # params.yaml (smoke)
@@ -26,6 +27,7 @@ include: "workflow/rules/report.smk"
 # Light jobs, and the one download (compute nodes often have no internet), run where snakemake runs.
 localrules:
     all,
+    code_digest,
     train_config,
     eval_config,
     feature_net,
@@ -37,5 +39,6 @@ localrules:
 rule all:
     default_target: True
     input:
-        rules.report.output,
-        rules.track.output,
+        paths.reports(PROFILE),
+        paths.tracked(PROFILE),
+        [code(stage) for stage in STAGES],

@@ -4,7 +4,7 @@ Before the per-snapshot evaluate job, the pipeline ran one ``fdm evaluate`` proc
 point, each paying the start-up (Python imports, reading the snapshot, the feature network and the
 reference statistics) again. This times, side by side and alternating, in a finished project:
 
-- ``one process``: ``fdm evaluate --config runs/<d>/eval/<kimg>.json`` over all the snapshot's points;
+- ``one process``: ``fdm evaluate --config out/<profile>/runs/<d>/eval/<kimg>.json`` over all the snapshot's points;
 - ``a process per point``: the same command once per point, each with a one-point copy of that config;
 - the imports alone, which every process pays before its first image: ``import torch`` against
   ``import fdm.generation.evaluation`` (torch, and clean-fid for the Frechet distance, which brings
@@ -14,7 +14,7 @@ Both evaluations write into temporary run folders holding a copy of the snapshot
 project's own runs, and the script checks that both wrote the same metrics.json (every field but the
 snapshot's path, which names the temporary folder).
 
-    .venv/bin/python bench/evaluate.py /path/to/study-project --run runs/digits/edm/s0 --kimg 40
+    .venv/bin/python bench/evaluate.py /path/to/study-project --run out/study/runs/digits/edm/s0 --kimg 40
 """
 
 from __future__ import annotations
@@ -85,7 +85,8 @@ def main() -> None:
     args = parser.parse_args()
 
     project = args.project.resolve()
-    config_path = project / paths.eval_plan(Path(args.run).parts[1], args.kimg)
+    parts = Path(args.run).parts  # out/<profile>/runs/<dataset>/<variant>/s<seed>
+    config_path = project / paths.eval_plan(parts[1], parts[3], args.kimg)
     config = json.loads(config_path.read_text())
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     python = [sys.executable, "-c"]

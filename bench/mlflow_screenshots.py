@@ -29,6 +29,8 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
+from fdm import paths
+
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
     "--disable-component-update", "--disable-sync",
@@ -100,17 +102,19 @@ def take(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--project", type=Path, default=Path("."), help="holds mlflow.db and out/<profile>/")
     parser.add_argument(
-        "--project", type=Path, default=Path("."), help="holds mlflow.db and mlflow_runs.json"
+        "--profile", default="smoke", help="the profile whose out/<profile>/mlflow_runs.json to read"
     )
     parser.add_argument("--dataset", default="digits")
     parser.add_argument("--out", type=Path, default=Path("docs/tracking"))
     parser.add_argument("--chromium", default="/usr/bin/chromium")
     parser.add_argument("--size", default="1600x1100", help="browser window, WIDTHxHEIGHT")
     args = parser.parse_args()
-    marker = json.loads((args.project / "mlflow_runs.json").read_text())
+    marker_path = args.project / paths.tracked(args.profile)
+    marker = json.loads(marker_path.read_text())
     if not marker.get("logged"):
-        raise SystemExit(f"{args.project / 'mlflow_runs.json'}: nothing was logged ({marker.get('reason')})")
+        raise SystemExit(f"{marker_path}: nothing was logged ({marker.get('reason')})")
     experiment = marker["experiments"][args.dataset]["id"]
     models = [m["run_id"] for key, m in marker["models"].items() if key.startswith(f"{args.dataset}/")]
     width, height = (int(n) for n in args.size.split("x"))

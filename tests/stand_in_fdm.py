@@ -1,15 +1,15 @@
 """A stand-in `fdm` for planning tests: each job writes its declared outputs in a moment, with bytes that
 are a digest of exactly what the real command's outputs depend on, and logs its command line.
 
-- The light jobs (``train-config``, ``eval-config``) run the real commands.
+- The light jobs (``train-config``, ``eval-config``, ``code-digest``) run the real commands.
 - ``prepare-dataset``: a digest of ``fdm.jobs.prepare_settings`` (what the real zip is made from).
 - ``feature-net``, ``ref-stats``: digests of the extractor, and of the dataset zip, network and mode.
 - ``train``: one "snapshot" per milestone, a digest of train.json without the settings a snapshot does
-  not record (``RUNTIME_ONLY``), the data and the milestone, and the record of their digests, as
-  ``fdm train --record`` writes it.
+  not record (``RUNTIME_ONLY``), the data and the milestone, and the record of their digests and of the
+  training code (``data/code/train.json``), as ``fdm train --record`` writes it.
 - ``evaluate``: per point of the plan, a digest of the snapshot, the point, the seeds and the reference
-  statistics; the record lists them, as ``fdm evaluate --record`` does.
-- ``report``, ``track``: a digest of every evaluation record under runs/.
+  statistics; the record lists them and the evaluation code, as ``fdm evaluate --record`` does.
+- ``report``, ``track``: a digest of every evaluation record under the runs folder.
 
 Each call appends its argument list to the file named by $FDM_STAND_IN_LOG.
 """
@@ -21,6 +21,8 @@ import json
 import os
 import sys
 from pathlib import Path
+
+from fdm import paths
 
 
 def digest(*parts) -> str:
@@ -56,7 +58,7 @@ def main(argv: list[str]) -> None:
     with open(os.environ["FDM_STAND_IN_LOG"], "a") as log:
         log.write(" ".join(argv) + "\n")
     command, o = argv[0], options(argv[1:])
-    if command in ("train-config", "eval-config"):
+    if command in ("train-config", "eval-config", "code-digest"):
         from fdm.cli import main as real
 
         real(argv, prog_name="fdm")
@@ -74,7 +76,8 @@ def main(argv: list[str]) -> None:
 
         params = load_params(o["params"])
         for mode in modes(o["extractor"], params.eval.modes):
-            stats = digest(file_digest(dataset_zip(o["dataset"])), file_digest(network(o["extractor"])), mode)
+            data = dataset_zip(params.name, o["dataset"])
+            stats = digest(file_digest(data), file_digest(network(o["extractor"])), mode)
             write(f"{o['dest']}/{mode}.npz", stats)
     elif command == "train":
         from fdm.paths import snapshot, snapshot_name
@@ -87,17 +90,21 @@ def main(argv: list[str]) -> None:
         for kimg in cfg.milestones_kimg():
             write(snapshot(o["outdir"], kimg), digest(model, file_digest(o["data"]), kimg))
             record[snapshot_name(kimg)] = file_digest(snapshot(o["outdir"], kimg))
-        write(o["record"], json.dumps({"snapshots": record}, indent=2))
+        code = json.loads(Path(paths.code("train")).read_text())["source_sha256"]
+        write(o["record"], json.dumps({"snapshots": record, "code": code}, indent=2))
     elif command == "evaluate":
         from fdm.paths import snapshot
 
         plan = json.loads(Path(o["config"]).read_text())
         stats = [file_digest(path) for path in plan["stats"]]
         shot = file_digest(snapshot(o["run"], plan["kimg"]))
-        points = {f"{p['sampler']}-{p['nfe']}": digest(shot, p, plan["seeds"], stats) for p in plan["points"]}
+        code = json.loads(Path(paths.code("evaluate")).read_text())["source_sha256"]
+        points = {
+            f"{p['sampler']}-{p['nfe']}": digest(shot, p, plan["seeds"], stats, code) for p in plan["points"]
+        }
         write(o["record"], json.dumps({"points": points}, indent=2, sort_keys=True))
     elif command in ("report", "track"):
-        records = sorted(Path(o.get("runs", "runs")).glob("*/*/s*/eval/*/evaluated.json"))
+        records = sorted(Path(o["runs"]).glob("*/*/s*/eval/*/evaluated.json"))
         summary = digest(*[p.read_bytes() for p in records])
         if command == "report":
             write(f"{o['out']}/summary.txt", summary)

@@ -45,3 +45,40 @@ def test_a_failed_write_leaves_nothing(tmp_path):
         atomic_write(tmp_path / "old.txt", fail)
     assert (tmp_path / "old.txt").read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["old.txt"]
+
+
+def test_a_full_disk_is_one_error_line_and_the_old_file_stays(tmp_path):
+    """ENOSPC in the middle of a write (faked: the machine may not let a test mount a small file system;
+    tests/test_training_run.py fills a real tmpfs where it can): one FdmError naming the file, the old
+    contents kept, no temporary file left. Torch's writer reports it as a RuntimeError raised while
+    handling the OSError, which counts too."""
+    import errno
+
+    from fdm.errors import FdmError
+
+    target = tmp_path / "state.pt"
+    target.write_text("the last good state")
+
+    def disk_full(tmp):
+        with open(tmp, "w") as f:
+            f.write("half")
+        raise OSError(errno.ENOSPC, "No space left on device", tmp)
+
+    def torch_like(tmp):
+        try:
+            disk_full(tmp)
+        except OSError:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 769088") from None
+
+    for write in (disk_full, torch_like):
+        with pytest.raises(FdmError) as err:
+            atomic_write(target, write)
+        assert str(err.value) == f"{target}: no space left on device"
+        assert target.read_text() == "the last good state"
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["state.pt"]
+
+    def unrelated(tmp):
+        raise RuntimeError("a bug, not a full disk")
+
+    with pytest.raises(RuntimeError, match="a bug"):
+        atomic_write(target, unrelated)

@@ -131,6 +131,13 @@ def test_params_yaml_is_the_smoke_profile():
             "not valid YAML: duplicate key 'resolution'",
         ),
         ("    num_blocks: 1", "    num_blocks: [1", "not valid YAML: "),
+        # The profile's name is a folder: out/<name>/.
+        ("name: smoke ", "name: a/b ", "name: 'a/b' is not a safe folder name"),
+        ("name: smoke ", "name: ../smoke ", "name: '../smoke' is not a safe folder name"),
+        ("name: smoke ", "name: a..b ", "name: 'a..b' is not a safe folder name"),
+        ("name: smoke ", "name: 'my study' ", "name: 'my study' is not a safe folder name"),
+        ("name: smoke ", "name: 3 ", "name: 3 is not of type 'string'"),
+        ("name: smoke ", "", "missing key 'name'"),
     ],
 )
 def test_errors_are_one_line_naming_the_key(tmp_path, old, new, reason):
@@ -223,7 +230,7 @@ def test_smoke_grid():
     assert params.eval.metric_names() == ("fid_digitsnet", "kid_digitsnet")
     assert params.eval.spaces() == [("digitsnet", "native")]
     plan = params.eval_plan("digits", 20)
-    assert plan["stats"] == ["data/stats/digits/digitsnet/native.npz"]
+    assert plan["stats"] == ["out/smoke/data/stats/digits/digitsnet/native.npz"]
     assert plan["networks"] == {"digitsnet": "data/networks/digitsnet"}
     assert (plan["seeds"], plan["batch"], plan["keep_samples"]) == ("0-127", 128, False)
 

@@ -1,6 +1,6 @@
 """The fault drill: a pipeline job kills itself at a named point, and the rerun must finish as if it had not.
 
-Opt-in, since it runs the pipeline eleven times (about 11 minutes on two cores):
+Opt-in, since it runs the pipeline twelve times (about 12 minutes on two cores):
 ``FDM_FAULT_DRILL=1 pytest -m fault_drill`` (``make fault-drill``); skipped otherwise, with the reason.
 
 Each case runs a reduced smoke profile (tests/workflow_tiny.yaml with one variant, edm: 11 jobs) in a
@@ -13,7 +13,7 @@ finish with:
 
 - every snapshot, ``trained.json``, ``metrics.json`` and ``evaluated.json``, the dataset and the reference
   statistics byte-identical to an uninterrupted run of the profile (made once per session), and the same
-  set of files under data/, runs/ and reports/ (Snakemake's directory markers aside);
+  set of files under data/ and out/ (Snakemake's directory markers and job logs aside);
 - no temporary file of an atomic write (``.<name>.*.tmp``) anywhere in the project;
 - nothing left to do: ``snakemake --dry-run`` (``dvc status`` for the DVC case);
 
@@ -47,24 +47,26 @@ from fdm.training.state import load_state
 OPT_IN = "FDM_FAULT_DRILL"
 if os.environ.get(OPT_IN) != "1":
     pytest.skip(
-        f"the fault drill runs the pipeline 11 times (~11 min): set {OPT_IN}=1 (make fault-drill)",
+        f"the fault drill runs the pipeline 12 times (~12 min): set {OPT_IN}=1 (make fault-drill)",
         allow_module_level=True,
     )
 pytestmark = [pytest.mark.slow, pytest.mark.fault_drill]
 
 SNAKEMAKE = [BIN / "snakemake", "--cores", "1", "--profile", "workflow/profiles/local"]
-RUN = "runs/digits/edm/s0"  # the one model of the profile
+OUT = "out/tiny"  # the profile's folder
+RUN = f"{OUT}/runs/digits/edm/s0"  # the one model of the profile
 FINAL = f"{RUN}/eval/2"  # its final snapshot's evaluation: points dpmpp_3s-3, heun-3, heun-7, in this order
-TRAIN_LOG, EVALUATE_LOG = "logs/train/digits-edm-s0.log", "logs/evaluate/digits-edm-s0-2.log"
-OUTPUT_DIRS = ("data", "runs", "reports")
+TRAIN_LOG, EVALUATE_LOG = f"{OUT}/logs/train/digits-edm-s0.log", f"{OUT}/logs/evaluate/digits-edm-s0-2.log"
+OUTPUT_DIRS = ("data", "out")
 SNAKEMAKE_MARKER = ".snakemake_timestamp"  # in directory outputs; DVC writes none
 BYTE_IDENTICAL = (  # relative to the project; the other outputs hold timings or random ids
-    "data/digits.zip",
-    "data/stats/*/*/*.npz",
-    "runs/*/*/s*/trained.json",
-    "runs/*/*/s*/snapshots/*.safetensors",
-    "runs/*/*/s*/eval/*/evaluated.json",
-    "runs/*/*/s*/eval/*/*/metrics.json",
+    f"{OUT}/data/digits.zip",
+    f"{OUT}/data/stats/*/*/*.npz",
+    "data/store/*/*",
+    f"{OUT}/runs/*/*/s*/trained.json",
+    f"{OUT}/runs/*/*/s*/snapshots/*.safetensors",
+    f"{OUT}/runs/*/*/s*/eval/*/evaluated.json",
+    f"{OUT}/runs/*/*/s*/eval/*/*/metrics.json",
 )
 
 
@@ -79,12 +81,12 @@ def drill_project(dest: Path) -> Path:
 
 
 def output_files(workdir: Path) -> list[str]:
-    """Every file under data/, runs/ and reports/ (Snakemake's markers left out), relative to ``workdir``."""
+    """Every file under data/ and out/ (Snakemake's markers and logs left out), relative to ``workdir``."""
     return sorted(
         str(path.relative_to(workdir))
         for folder in OUTPUT_DIRS
         for path in (workdir / folder).rglob("*")
-        if path.is_file() and path.name != SNAKEMAKE_MARKER
+        if path.is_file() and path.name != SNAKEMAKE_MARKER and "logs" not in path.relative_to(workdir).parts
     )
 
 
@@ -134,7 +136,7 @@ def reference(tmp_path_factory) -> Path:
     """An uninterrupted Snakemake run of the drill's profile."""
     workdir = drill_project(tmp_path_factory.mktemp("reference"))
     run(SNAKEMAKE, workdir, timeout=900)
-    assert len(key_artifacts(workdir)) == 1 + 1 + 1 + 2 + 2 + 4
+    assert len(key_artifacts(workdir)) == 1 + 1 + 4 + 1 + 2 + 2 + 4  # store: a zip, an npz, their keys
     return workdir
 
 
@@ -255,17 +257,28 @@ def test_evaluation_killed_while_writing_metrics_computes_that_point_again(refer
 
 
 def test_reference_statistics_killed_while_writing(reference, tmp_path):
-    """Killed writing the statistics file: Snakemake removes the job's folder and the rerun makes it again."""
-    drill = Drill(tmp_path, "atomic:before_rename@data/stats")
-    assert drill.killed_at == "atomic:before_rename data/stats/digits/digitsnet/native.npz"
+    """Killed copying the statistics file from the store: Snakemake removes the job's folder and the rerun
+    makes it again."""
+    drill = Drill(tmp_path, f"atomic:before_rename@{OUT}/data/stats")
+    assert drill.killed_at == f"atomic:before_rename {OUT}/data/stats/digits/digitsnet/native.npz"
     # Snakemake removes the output folder of a failed job, and the temporary file with it.
-    assert not (drill.workdir / "data/stats/digits/digitsnet").exists()
+    assert not (drill.workdir / f"{OUT}/data/stats/digits/digitsnet").exists()
     drill.finish(reference)
 
 
-def test_dataset_killed_while_writing(reference, tmp_path):
-    """Killed writing the dataset zip: the rerun writes it and removes the temporary file the kill left."""
-    drill = Drill(tmp_path, "atomic:before_rename@data/digits.zip")
-    assert len(drill.left) == 1 and drill.left[0].startswith("data/.digits.zip.")
-    assert not (drill.workdir / "data/digits.zip").exists()
+def test_dataset_killed_while_writing_into_the_store(reference, tmp_path):
+    """Killed writing the dataset zip into the shared store: the rerun writes it and removes the temporary
+    file the kill left."""
+    drill = Drill(tmp_path, "atomic:before_rename@data/store/datasets")
+    assert len(drill.left) == 1 and drill.left[0].startswith("data/store/datasets/.")
+    assert not list((drill.workdir / "data/store/datasets").glob("*.zip"))
     drill.finish(reference)
+
+
+def test_dataset_killed_while_copying_from_the_store(reference, tmp_path):
+    """Killed copying the dataset from the store to the profile's folder: the rerun takes it from the store."""
+    drill = Drill(tmp_path, f"atomic:before_rename@{OUT}/data/digits.zip")
+    assert len(drill.left) == 1 and drill.left[0].startswith(f"{OUT}/data/.digits.zip.")
+    assert not (drill.workdir / f"{OUT}/data/digits.zip").exists()
+    drill.finish(reference)
+    assert "from the store" in drill.log(f"{OUT}/logs/prepare/digits.log")

@@ -22,6 +22,7 @@ from fdm.digest import file_sha256
 from fdm.generation.generate import generate_all
 from fdm.metrics.featnet import DigitsNet, save_featnet
 from fdm.nets import build
+from fdm.provenance import source_digest
 from fdm.samples import load_samples
 from fdm.snapshot import load_denoiser, save_snapshot
 
@@ -286,18 +287,23 @@ def write_plan(path: Path, points, stats, networks, seeds="0-7", keep_samples=Tr
     return path
 
 
+def run_folder(tmp_path: Path, snapshot: Path, featnet: Path) -> tuple[Path, Path, dict]:
+    """A run folder holding ``snapshot`` as its 5-kimg snapshot, and the digits network's folder."""
+    (tmp_path / "networks" / "digitsnet").mkdir(parents=True)
+    (tmp_path / "networks" / "digitsnet" / "digitsnet.pt").write_bytes(featnet.read_bytes())
+    run = tmp_path / "run"
+    (run / "snapshots").mkdir(parents=True)
+    target = run / "snapshots" / "000005.safetensors"
+    target.write_bytes(snapshot.read_bytes())
+    return run, target, {"digitsnet": str(tmp_path / "networks" / "digitsnet")}
+
+
 def test_evaluate_a_plan_computes_only_the_points_not_yet_done(tmp_path, snapshots, digits_reference):
     """`fdm evaluate --config`: every point of one snapshot in one process, each exactly as the single-point
     form writes it; a rerun keeps the points already done, so a killed job or an added point costs only
     what is missing."""
     featnet, stats = digits_reference
-    (tmp_path / "networks" / "digitsnet").mkdir(parents=True)
-    (tmp_path / "networks" / "digitsnet" / "digitsnet.pt").write_bytes(featnet.read_bytes())
-    networks = {"digitsnet": str(tmp_path / "networks" / "digitsnet")}
-    run = tmp_path / "run"
-    (run / "snapshots").mkdir(parents=True)
-    snapshot = run / "snapshots" / "000005.safetensors"
-    snapshot.write_bytes(snapshots[1].read_bytes())
+    run, snapshot, networks = run_folder(tmp_path, snapshots[1], featnet)
     plan = write_plan(tmp_path / "plan.json", [("heun", 3), ("dpmpp_3s", 3)], stats, networks)
     record = run / "eval" / "5" / "evaluated.json"
 
@@ -341,6 +347,41 @@ def test_evaluate_a_plan_computes_only_the_points_not_yet_done(tmp_path, snapsho
     assert (points["dpmpp_3s-3"] / "metrics.json").stat().st_mtime_ns == done["dpmpp_3s-3"]
     write_plan(plan, [("heun", 3)], stats, networks, seeds="0-5")  # other seeds: nothing is kept
     assert "evaluated heun-3" in evaluate() and json.loads(record.read_text())["points"].keys() == {"heun-3"}
+
+
+def test_evaluate_recomputes_points_of_other_code_and_refuses_a_snapshot_its_training_did_not_record(
+    tmp_path, snapshots, digits_reference
+):
+    """A point whose timing.json names other evaluation code is computed again (the pipeline reruns the job
+    after a code change); a snapshot whose bytes differ from its training record's digest is refused, in one
+    line naming both digests, before anything is written."""
+    featnet, stats = digits_reference
+    run, snapshot, networks = run_folder(tmp_path, snapshots[1], featnet)
+    trained = {"snapshots": {"000005.safetensors": file_sha256(snapshot)}}
+    (run / "trained.json").write_text(json.dumps(trained))
+    plan = write_plan(tmp_path / "plan.json", [("heun", 3)], stats, networks, keep_samples=False)
+    record = run / "eval" / "5" / "evaluated.json"
+    args = ("evaluate", "--config", plan, "--run", run, "--record", record)
+    assert "evaluated heun-3" in run_fdm(*args).output
+    timing = run / "eval" / "5" / "heun-3" / "timing.json"
+    assert json.loads(timing.read_text())["code"]["source_sha256"] == source_digest("evaluate")
+    assert json.loads(record.read_text())["code"]["source_sha256"] == source_digest("evaluate")
+    assert "evaluated nothing" in run_fdm(*args).output
+    other = json.loads(timing.read_text())
+    other["code"]["source_sha256"] = "0" * 64  # as if an earlier version of the sampler had made it
+    timing.write_text(json.dumps(other))
+    assert "evaluated heun-3" in run_fdm(*args).output
+
+    data = bytearray(snapshot.read_bytes())
+    data[-1] ^= 1  # one bit of the last weight
+    snapshot.write_bytes(bytes(data))
+    before = {p: p.read_bytes() for p in (run / "eval").rglob("*") if p.is_file()}
+    result = run_fdm(*args)
+    one_line_error(
+        result, f"{snapshot} has SHA-256 {file_sha256(snapshot)}, but {run / 'trained.json'} recorded"
+    )
+    assert trained["snapshots"]["000005.safetensors"] in result.output
+    assert {p: p.read_bytes() for p in (run / "eval").rglob("*") if p.is_file()} == before
 
 
 def test_evaluate_refuses_a_bad_plan_or_mixed_forms(tmp_path, snapshots, digits_reference):

@@ -371,17 +371,18 @@ def test_a_profiles_released_checkpoint_is_imported_evaluated_and_reported(tmp_p
                              {"dataset": "digits", "formulation": "edm", "url": str(pickle_path)}]  # fmt: skip
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(profile))
     monkeypatch.chdir(tmp_path)
-    run = "runs/digits/fdm_edm/pretrained"
+    out = "out/tiny"  # the profile's own folder
+    run = f"{out}/runs/digits/fdm_edm/pretrained"
     for args in (
-        ["prepare-dataset", "--params", "params.yaml", "--dataset", "digits", "--dest", "data/digits.zip"],
+        ["prepare-dataset", "--params", "params.yaml", "--dataset", "digits", "--dest", f"{out}/data/digits.zip"],
         ["feature-net", "--extractor", "digitsnet", "--dest", "data/networks/digitsnet"],
         ["ref-stats", "--params", "params.yaml", "--dataset", "digits", "--extractor", "digitsnet",
-         "--dest", "data/stats/digits/digitsnet"],
-        ["eval-config", "--params", "params.yaml", "--dataset", "digits", "--kimg", "2", "--dest", "runs/digits/eval/2.json"],
+         "--dest", f"{out}/data/stats/digits/digitsnet"],
+        ["eval-config", "--params", "params.yaml", "--dataset", "digits", "--kimg", "2", "--dest", f"{out}/runs/digits/eval/2.json"],
         ["import-checkpoint", "--params", "params.yaml", "--dataset", "digits", "--formulation", "fdm_edm",
          "--record", f"{run}/trained.json"],
-        ["evaluate", "--config", "runs/digits/eval/2.json", "--run", run, "--record", f"{run}/eval/2/evaluated.json"],
-        ["report", "--params", "params.yaml", "--runs", "runs", "--out", "reports"],
+        ["evaluate", "--config", f"{out}/runs/digits/eval/2.json", "--run", run, "--record", f"{run}/eval/2/evaluated.json"],
+        ["report", "--params", "params.yaml"],
     ):  # fmt: skip
         result = run_fdm(*args)
         assert result.exit_code == 0, (args, result.output)
@@ -394,11 +395,14 @@ def test_a_profiles_released_checkpoint_is_imported_evaluated_and_reported(tmp_p
     assert sorted(json.loads(Path(run, "eval/2/evaluated.json").read_text())["points"]) == [
         "dpmpp_3s-3", "heun-3", "heun-7"
     ]  # fmt: skip
-    table = Path("reports/digits/pretrained.md").read_text()
+    table = Path(f"{out}/reports/digits/pretrained.md").read_text()
     assert "| NFE | fdm_edm |" in table and "## heun" in table and "## dpmpp_3s" in table
-    assert sorted(p.name for p in Path("reports/digits").iterdir()) == ["pretrained.csv", "pretrained.md"]
+    assert sorted(p.name for p in Path(f"{out}/reports/digits").iterdir()) == [
+        "pretrained.csv", "pretrained.md", "versions.json"
+    ]  # fmt: skip
+    assert json.loads(Path(run, "trained.json").read_text())["code"]["stage"] == "import_checkpoint"
     result = run_fdm("import-checkpoint", "--params", "params.yaml", "--dataset", "digits", "--formulation", "edm",
-                     "--record", "runs/digits/edm/pretrained/trained.json")  # fmt: skip
+                     "--record", f"{out}/runs/digits/edm/pretrained/trained.json")  # fmt: skip
     assert result.exit_code == 2 and "holds a FDM_EDMPrecond (fdm_edm), not the edm" in result.stderr
-    assert not Path("runs/digits/edm/pretrained/snapshots/000002.safetensors").exists()
-    assert not Path("runs/digits/edm/pretrained/trained.json").exists()
+    assert not Path(f"{out}/runs/digits/edm/pretrained/snapshots/000002.safetensors").exists()
+    assert not Path(f"{out}/runs/digits/edm/pretrained/trained.json").exists()

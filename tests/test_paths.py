@@ -1,8 +1,9 @@
 """One definition of every artifact path (``fdm.paths``) and of the names (``fdm.names``).
 
 dvc.yaml cannot import Python, so it spells the templates out: every path in it must be one of
-``fdm.paths``' templates with ``${item.<name>}`` for ``{<name>}`` (or a folder above one), and every
-template the pipeline uses must appear in it. The params schema's enums must be ``fdm.names``'.
+``fdm.paths``' templates with ``${name}`` for ``{profile}`` and ``${item.<name>}`` for the other
+``{<name>}`` (or a folder above one), and every template the pipeline uses must appear in it. The
+params schema's enums must be ``fdm.names``'.
 """
 
 import re
@@ -12,6 +13,7 @@ import yaml
 
 from fdm import names, paths
 from fdm.params_file import schema
+from fdm.provenance import STAGES
 
 ROOT = Path(__file__).resolve().parents[1]
 PIPELINE_TEMPLATES = {
@@ -26,14 +28,17 @@ PIPELINE_TEMPLATES = {
     "PRETRAINED_EVALUATED": paths.PRETRAINED_EVALUATED,
     "REPORTS": paths.REPORTS,
     "TRACKED": paths.TRACKED,
+    "CODE": paths.CODE,
 }
 
 
 def as_dvc(template: str) -> str:
-    """A template as dvc.yaml spells it: ``${item.<name>}``; a released checkpoint's kimg is the profile's
+    """A template as dvc.yaml spells it: ``${name}`` for the profile, ``${item.<name>}`` for the others (a
+    code digest's stage is the ``foreach`` item itself); a released checkpoint's kimg is the profile's
     ``${duration_kimg}`` (it is evaluated at the final milestone)."""
     if template.startswith(paths.PRETRAINED):
         template = template.replace("{kimg}", "${duration_kimg}")
+    template = template.replace("{profile}", "${name}").replace("{stage}", "${item}")
     return re.sub(r"(?<!\$)\{(\w+)\}", r"${item.\1}", template)
 
 
@@ -41,15 +46,16 @@ def dvc_paths() -> set[str]:
     """Every path-like word of dvc.yaml's stages (commands, deps, outs, metrics)."""
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     text = yaml.safe_dump(stages, width=10_000)
-    return set(
-        re.findall(r"(?<![\w/$.{])(?:(?:data|runs|reports)(?:/[\w${}.-]+)*|mlflow_runs\.json)(?![\w])", text)
-    )
+    return set(re.findall(r"(?<![\w/$.{])(?:(?:data|out)(?:/[\w${}.-]+)*)(?![\w])", text))
 
 
 def test_every_dvc_path_is_a_template_of_the_path_module():
-    converted = {as_dvc(t) for t in PIPELINE_TEMPLATES.values()} | {as_dvc(paths.RUN), paths.RUNS}
-    converted |= {as_dvc(paths.PRETRAINED), paths.EVAL_PLAN.replace("{dataset}", "${item.dataset}").replace(
-        "{kimg}", "${duration_kimg}")}  # fmt: skip
+    converted = {as_dvc(t) for t in PIPELINE_TEMPLATES.values()} | {as_dvc(paths.RUN), as_dvc(paths.RUNS)}
+    converted |= {
+        as_dvc(paths.PRETRAINED),
+        as_dvc(paths.EVAL_PLAN).replace("${item.kimg}", "${duration_kimg}"),
+    }
+    converted |= {paths.code(stage) for stage in STAGES}  # the heavy stages depend on their stage's digest
     allowed = set(converted)
     for template in converted:  # a stage may depend on a whole folder above a file
         parts = template.split("/")
@@ -62,17 +68,31 @@ def test_every_dvc_path_is_a_template_of_the_path_module():
 
 
 def test_the_path_functions_fill_the_templates():
-    identity = dict(dataset="digits", variant="fdm_edm", train_seed=2, kimg=20, extractor="inception")
-    run = paths.run("digits", "fdm_edm", 2)
-    assert run == paths.RUN.format(**identity) == "runs/digits/fdm_edm/s2"
-    assert paths.train_config("digits", "fdm_edm", 2) == paths.TRAIN_CONFIG.format(**identity)
-    assert paths.trained("digits", "fdm_edm", 2) == paths.TRAINED.format(**identity)
+    identity = dict(
+        profile="study", dataset="digits", variant="fdm_edm", train_seed=2, kimg=20, extractor="inception"
+    )
+    run = paths.run("digits", "fdm_edm", 2, paths.runs("study"))
+    assert run == paths.RUN.format(**identity) == "out/study/runs/digits/fdm_edm/s2"
+    assert paths.train_config("study", "digits", "fdm_edm", 2) == paths.TRAIN_CONFIG.format(**identity)
+    assert paths.trained(run) == paths.TRAINED.format(**identity)
     assert paths.evaluated(run, 20) == paths.EVALUATED.format(**identity)
-    assert paths.eval_plan("digits", 20) == paths.EVAL_PLAN.format(**identity)
-    assert paths.stats_file("cifar10", "inception", "clean") == "data/stats/cifar10/inception/clean.npz"
-    assert paths.metrics(run, 20, "heun", 35) == "runs/digits/fdm_edm/s2/eval/20/heun-35/metrics.json"
-    assert paths.snapshot(run, 20) == "runs/digits/fdm_edm/s2/snapshots/000020.safetensors"
+    assert paths.eval_plan("study", "digits", 20) == paths.EVAL_PLAN.format(**identity)
+    assert (
+        paths.stats_file("paper", "cifar10", "inception", "clean")
+        == "out/paper/data/stats/cifar10/inception/clean.npz"
+    )
+    assert (
+        paths.metrics(run, 20, "heun", 35) == "out/study/runs/digits/fdm_edm/s2/eval/20/heun-35/metrics.json"
+    )
+    assert paths.snapshot(run, 20) == "out/study/runs/digits/fdm_edm/s2/snapshots/000020.safetensors"
     assert paths.run("digits", "edm", 0, root="elsewhere") == "elsewhere/digits/edm/s0"
+    assert (
+        paths.tracked("study") == "out/study/mlflow_runs.json"
+        and paths.code("train") == "data/code/train.json"
+    )
+    # What every profile shares is outside every profile's root.
+    for shared in (paths.NETWORK, paths.CODE, paths.STORE):
+        assert not shared.startswith("out/")
 
 
 def test_the_schema_spells_the_names_of_the_names_module():

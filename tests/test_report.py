@@ -282,7 +282,7 @@ def run_report(tmp_path, params_path, value) -> Path:
     folder = tmp_path / "reports" / "digits"
     names = sorted(p.name for p in folder.iterdir())
     expected = [f"{s}.{e}" for s in ("fid_vs_mimg", "fid_vs_nfe", "speedup") for e in ("csv", "md", "png")]
-    assert names == sorted(expected)
+    assert names == sorted([*expected, "versions.json"])
     first = {name: (folder / name).read_bytes() for name in names}
     assert CliRunner().invoke(report, args).exit_code == 0
     assert first == {name: (folder / name).read_bytes() for name in names}  # byte-identical rerun, PNGs too
@@ -488,3 +488,97 @@ def test_ablation_axes_table_and_figure(tmp_path):
     )
     speedups = (tmp_path / "reports" / "digits" / "speedup.md").read_text()
     assert "| fdm_edm_m4 | edm |" in speedups  # every FDM variant against its family's baseline
+
+
+# Which code made the rows, and the metrics files against their records ------------------------------------------
+
+
+def code(commit: str, source: str, stage: str) -> dict:
+    return {
+        "stage": stage,
+        "package": "0.1.0",
+        "commit": commit * 40,
+        "dirty": False,
+        "source_sha256": source * 64,
+    }
+
+
+def record_evaluations(runs: Path, params, evaluation_code) -> None:
+    """What `fdm train` and `fdm evaluate` write beside the metrics: each run's training record, each point's
+    timing.json (``evaluation_code(variant)``) and each snapshot's evaluated.json citing its metrics."""
+    from fdm.digest import file_sha256
+
+    for dataset, variant, seed in params.models():
+        run = paths.run(dataset, variant, seed, root=str(runs))
+        Path(paths.trained(run)).write_text(json.dumps({"snapshots": {}, "code": code("a", "1", "train")}))
+        for kimg in params.snapshot_kimg:
+            points = {}
+            for sampler, nfe in params.points(dataset, kimg):
+                folder = Path(paths.point(run, kimg, sampler, nfe))
+                timing = {"started": 0, "ended": 1, "code": evaluation_code(variant)}
+                (folder / "timing.json").write_text(json.dumps(timing))
+                points[f"{sampler}-{nfe}"] = {"metrics_sha256": file_sha256(folder / "metrics.json")}
+            Path(paths.evaluated(run, kimg)).write_text(json.dumps({"points": points}))
+
+
+def test_a_metrics_file_that_differs_from_its_evaluation_record_is_refused_and_nothing_written(tmp_path):
+    from fdm.cli import main
+    from fdm.digest import file_sha256
+
+    params = load_params(ROOT / "params.yaml")
+    runs = tmp_path / "runs"
+    write_runs(runs, params, smoke_value)
+    record_evaluations(runs, params, lambda variant: code("b", "2", "evaluate"))
+    metrics = Path(paths.metrics(paths.run("digits", "ve", 0, root=str(runs)), 20, "heun", 15))
+    recorded = file_sha256(metrics)
+    metrics.write_bytes(
+        metrics.read_bytes().replace(b'"num_samples": 300', b'"num_samples": 301')
+    )  # one byte
+    args = [
+        "report",
+        "--params",
+        str(ROOT / "params.yaml"),
+        "--runs",
+        str(runs),
+        "--out",
+        str(tmp_path / "out"),
+    ]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2
+    line = result.output.strip()
+    assert line.startswith(f"fdm: error: {metrics} has SHA-256 {file_sha256(metrics)}, but ")
+    assert recorded in line and "\n" not in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_each_table_names_the_code_of_its_rows_and_warns_when_it_differs(tmp_path):
+    params = load_params(ROOT / "params.yaml")
+    runs = tmp_path / "runs"
+    write_runs(runs, params, smoke_value)
+    # ve's points were evaluated by other code than the rest's.
+    record_evaluations(
+        runs, params, lambda v: code("c" if v == "ve" else "b", "3" if v == "ve" else "2", "evaluate")
+    )
+    result = CliRunner().invoke(
+        report,
+        ["--params", str(ROOT / "params.yaml"), "--runs", str(runs), "--out", str(tmp_path / "reports")],
+    )  # fdm: skip
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "reports" / "digits"
+    text = (folder / "fid_vs_mimg.md").read_text()
+    assert "- training: aaaaaaaaaaaa, source 111111111111" in text
+    assert "- evaluation: bbbbbbbbbbbb, source 222222222222; cccccccccccc, source 333333333333" in text
+    assert "**warning**: the rows of fid_vs_mimg.md come from different evaluate code" in text
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("fdm: warning:")]
+    assert len(warnings) == 3  # fid_vs_mimg, fid_vs_nfe, speedup: one line each
+    assert all("different evaluate code" in line for line in warnings)
+    versions = json.loads((folder / "versions.json").read_text())
+    assert versions["report"]["stage"] == "report"
+    assert sorted(r["rows"] for r in versions["rows"]) == [5, 25]  # ve's 5 points, the others' 25
+
+    # Every row from one version: no warning.
+    record_evaluations(runs, params, lambda v: code("b", "2", "evaluate"))
+    again = CliRunner().invoke(report, ["--params", str(ROOT / "params.yaml"), "--runs", str(runs),
+                                        "--out", str(tmp_path / "reports")])  # fmt: skip
+    assert again.exit_code == 0 and "fdm: warning" not in again.stderr
+    assert "warning" not in (folder / "fid_vs_mimg.md").read_text()

@@ -140,7 +140,7 @@ def run_on_slurm(tmp_path: Path, cluster_copy: Path) -> None:
         assert "gres:gpu:2" in cluster.run("scontrol", "show", "job", str(train))
         assert (
             "fdm: starting 2 processes under torchrun"
-            in (cluster_copy / "logs/train/digits-edm-s0.log").read_text()
+            in (cluster_copy / "out/tiny/logs/train/digits-edm-s0.log").read_text()
         )
         assert sorted(p.name for p in (cluster_copy / ".snakemake" / "slurm_logs").rglob("*.log")) == sorted(
             f"{i}.log" for i in submitted

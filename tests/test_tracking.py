@@ -6,6 +6,7 @@ MLflow's tables takes seconds) and, in one test, a real `mlflow server` on 127.0
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -154,6 +155,9 @@ def runs_by_key(client, experiment: str = EXPERIMENT) -> dict:
 def check_store(client, marker: dict) -> None:
     """What the synthetic tree must look like in MLflow."""
     runs = runs_by_key(client)
+    for run in runs.values():  # the synthetic files name no code: MLflow's source tags still say so
+        assert run.data.tags["mlflow.source.git.commit"] == "unknown"
+        assert run.data.tags["mlflow.source.type"] == "LOCAL"
     models = [f"digits/{v}/s0" for v in VARIANTS]
     evals = [f"{m}/eval/{k}/{s}-{n}" for m in models for k, s, n in EVALS]
     assert sorted(runs) == sorted([*models, *evals, "digits/report"])
@@ -321,6 +325,72 @@ def test_a_live_training_run_is_replaced_by_track_and_a_resume_starts_afresh(pro
     resumed = Tracker(True, run_dir, EXPERIMENT, "s0", {"lr": 1e-3}, {"stage": "train"})
     resumed.close()
     assert json.loads((run_dir / RUN_FILE).read_text())["run_id"] != live_id
+
+
+def test_a_released_checkpoint_is_tracked_with_the_papers_numbers(project):
+    """A pretrained entry of the paper profile, imported and evaluated (synthetic files): one model run named
+    after it, its FID over NFE, the paper's number of each point as a param, its importer's code as tags."""
+    params = load_params(REPO / "config" / "paper.yaml")
+    run = Path("runs/afhqv2/fdm_edm/pretrained")
+    code = {"stage": "import_checkpoint", "commit": "c0ffee" * 6 + "c0ff", "dirty": False, "package": "0.1.0",
+            "source_sha256": "ab" * 32}  # fmt: skip
+    _write_json(
+        run / "trained.json", {"run": str(run), "source": "https://x/y.pkl", "snapshots": {}, "code": code}
+    )
+    kimg = params.duration_kimg
+    points = params.points("afhqv2", kimg)
+    for sampler, nfe in points:
+        metrics = {"fid_inception_legacy_tensorflow": 2.0 + nfe / 100, "nfe": nfe, "sampler": sampler}
+        _write_json(run / "eval" / str(kimg) / f"{sampler}-{nfe}" / "metrics.json", metrics)
+    result = CliRunner().invoke(
+        cli, ["track", "--params", str(REPO / "config" / "paper.yaml"), "--runs", "runs", "--reports", "none",
+              "--dest", "marker.json"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    client = open_client("sqlite:///mlflow.db")
+    found = runs_by_key(client, "fdm-paper-afhqv2")
+    model = found["afhqv2/fdm_edm/pretrained"]
+    assert (
+        model.info.run_name == "fdm_edm-pretrained"
+        and model.data.params["source_url"] == params.released("afhqv2", "fdm_edm").url
+    )
+    assert model.data.tags["mlflow.source.git.commit"] == code["commit"]
+    assert model.data.tags["mlflow.source.name"] == "fdm import-checkpoint"
+    assert model.data.tags["fdm.source_sha256"] == code["source_sha256"]
+    paper = model.data.params
+    assert paper["paper.fid_inception_legacy_tensorflow/heun-79"] == "1.93"  # its 200-Mimg row (section 7.1)
+    assert paper["paper.fid_inception_legacy_tensorflow/dpmpp_3s-25"] == "2.09"  # the NFE table (section 7.2)
+    history = client.get_metric_history(model.info.run_id, "fid_inception_legacy_tensorflow_vs_nfe/heun")
+    assert [(m.step, m.value) for m in history] == [(25, 2.25), (49, 2.49), (79, 2.79)]
+    assert len([k for k in found if k.startswith("afhqv2/fdm_edm/pretrained/eval/")]) == len(points)
+
+
+def test_live_logging_and_track_make_one_run_with_the_same_name_and_params(small_data, project, monkeypatch):
+    """`fdm train --tracking` logs a model live; `fdm track` afterwards leaves exactly one run for it, with
+    the live run's name and params (and the code's source tags)."""
+    from fdm.training import train
+
+    for variant in VARIANTS:  # only the live-trained model, no synthetic ones
+        shutil.rmtree(Path("runs/digits") / variant)
+    outdir = Path("runs/digits/edm/s0")
+    cfg = _train_config(small_data, outdir)
+    train(dataclasses.replace(cfg, experiment=EXPERIMENT), record=str(outdir / "trained.json"))
+    client = open_client("sqlite:///mlflow.db")
+    live = runs_by_key(client)["digits/edm/s0"]
+    assert live.data.tags["fdm.source"] == "live"
+    assert (
+        live.data.tags["mlflow.source.git.commit"]
+        == json.loads((outdir / "trained.json").read_text())["code"]["commit"]
+    )
+    code, marker, _ = track()
+    assert code == 0 and marker["logged"] is True
+    tracked = runs_by_key(client)["digits/edm/s0"]  # one run for the key (runs_by_key asserts it)
+    assert tracked.info.run_id != live.info.run_id
+    assert tracked.info.run_name == live.info.run_name == "edm-s0"
+    assert tracked.data.params == live.data.params
+    assert "snapshots.000000.008.sha256" in tracked.data.params
+    for tag in ("mlflow.source.git.commit", "mlflow.source.name", "fdm.source_sha256"):
+        assert tracked.data.tags[tag] == live.data.tags[tag]
 
 
 @pytest.fixture(scope="module")

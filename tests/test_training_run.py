@@ -178,6 +178,91 @@ def test_record_lists_every_snapshot_digest_once_training_is_complete(reference_
     assert not list(tmp_path.glob(".trained.json.*"))
 
 
+def test_the_record_names_the_settings_and_the_code_that_trained_the_run(tiny_data, tmp_path):
+    from fdm.provenance import code_version
+
+    record = tmp_path / "trained.json"
+    cfg = tiny_config(tiny_data, tmp_path / "run", duration_kimg=0.016, snapshot_kimg=())
+    train(cfg, record=record)
+    written = json.loads(record.read_text())
+    assert written["settings"] == json.loads(json.dumps(cfg.model_settings()))
+    assert written["code"] == code_version("train") and "code_history" not in written
+    assert load_state(tmp_path / "run" / "state.pt")["code"] == [code_version("train")]
+
+
+def _as_if_other_code_wrote(state_path: Path) -> None:
+    state = load_state(state_path)
+    state["code"] = [{**state["code"][-1], "source_sha256": "0" * 64, "commit": "an older one"}]
+    torch.save(state, state_path)
+
+
+def test_a_run_other_training_code_started_is_started_over_by_the_pipeline(
+    reference_run, tiny_data, tmp_path
+):
+    """The pipeline reruns a training job when the training code changed (fdm.provenance); its
+    --restart-on-change then trains from scratch, as for changed settings, instead of finishing the old
+    code's run. By hand (no flag) the run continues, says so, and its record names both versions."""
+    run_dir = tmp_path / "run"
+    train(tiny_config(tiny_data, run_dir, duration_kimg=0.08, snapshot_kimg=()))
+    _as_if_other_code_wrote(run_dir / "state.pt")
+    train(tiny_config(tiny_data, run_dir), restart_on_change=True, record=tmp_path / "trained.json")
+    assert snapshot_bytes(run_dir) == snapshot_bytes(reference_run)
+    assert "code_history" not in json.loads((tmp_path / "trained.json").read_text())
+
+    by_hand = tmp_path / "by_hand"
+    train(tiny_config(tiny_data, by_hand, duration_kimg=0.08, snapshot_kimg=()))
+    _as_if_other_code_wrote(by_hand / "state.pt")
+    train(tiny_config(tiny_data, by_hand), record=tmp_path / "by_hand.json")
+    history = json.loads((tmp_path / "by_hand.json").read_text())["code_history"]
+    assert [c["source_sha256"][:4] for c in history][0] == "0000" and len(history) == 2
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 3 MB tmpfs (root only); skipped where none can be mounted."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)],
+                      capture_output=True).returncode != 0:  # fmt: skip
+        pytest.skip("cannot mount a tmpfs here (needs root); the faked OSError case runs in test_atomic.py")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_a_full_disk_is_one_line_keeps_the_last_state_and_the_rerun_resumes_bit_for_bit(
+    reference_run, tiny_data, small_disk, tmp_path
+):
+    """`fdm train` into a 3 MB file system: it fills while writing a state.pt; the error is one line naming
+    the file, the previous state.pt is intact and no temporary file is left; once space is freed, the
+    rerun resumes and ends with the uninterrupted run's snapshots."""
+    run_dir = small_disk / "run"
+    config = write_config(tiny_config(tiny_data, run_dir), tmp_path / "train.json")
+    # Room for the first state.pt and a second one beside it (written, then renamed over it), but not once
+    # the first snapshot is there too.
+    state = (reference_run / "state.pt").stat().st_size
+    snapshot = (reference_run / "snapshots" / "000000.08.safetensors").stat().st_size
+    disk = os.statvfs(small_disk)
+    filler = small_disk / "filler"
+    filler.write_bytes(b"\0" * (disk.f_bavail * disk.f_frsize - (2 * state + snapshot // 2)))
+    fdm = str(Path(sys.executable).parent / "fdm")
+    result = subprocess.run(
+        [fdm, "train", "--config", str(config)], env=ENV, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    line = result.stderr.strip().splitlines()[-1]
+    assert line == f"fdm: error: {run_dir / 'state.pt'}: no space left on device", result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert not [p for p in run_dir.rglob("*") if p.name.endswith(".tmp")]
+    assert 0 < load_state(run_dir / "state.pt")["images_seen"] < 160  # the last good state, intact
+    filler.unlink()
+    rerun = subprocess.run(
+        [fdm, "train", "--config", str(config)], env=ENV, capture_output=True, text=True, timeout=600
+    )
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert "resuming at" in rerun.stderr
+    assert snapshot_bytes(run_dir) == snapshot_bytes(reference_run)
+
+
 def _count_lines(path: Path) -> int:
     return len(path.read_bytes().splitlines()) if path.exists() else 0
 

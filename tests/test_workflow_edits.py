@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_workflow_equivalence import BIN, ROOT, run, tool_env, workflow_copy
+from test_workflow_equivalence import BIN, ROOT, tool_env, workflow_copy
 
 HEAVY = ("train", "evaluate", "ref-stats", "feature-net")
 LIGHT = ("prepare-dataset", "train-config", "eval-config")
@@ -55,7 +55,7 @@ class Copy:
             subprocess.run(["git", *args], cwd=root, check=True)
         self.log = root / "invocations.log"
         self.env = {**tool_env(), "PATH": f"{stand_in}{os.pathsep}{tool_env()['PATH']}",
-                    "FDM_STAND_IN_LOG": str(self.log)}  # fmt: skip
+                    "FDM_STAND_IN_LOG": str(self.log), "PYTHONPATH": str(root / "src")}  # fmt: skip
 
     def run(self, *args) -> list[str]:
         """Run a command in the copy; returns the fdm jobs it ran (their command lines, without `fdm`)."""
@@ -70,13 +70,15 @@ class Copy:
         return yaml.safe_load((self.root / "params.yaml").read_text())
 
     def files(self) -> dict[str, str]:
-        """SHA-256 of every pipeline file (data, runs, reports), not the runners' own (.gitignore,
-        .snakemake_timestamp)."""
+        """SHA-256 of every pipeline file (data/, out/), not the runners' own (.gitignore,
+        .snakemake_timestamp, Snakemake's logs)."""
         return {
             str(path.relative_to(self.root)): hashlib.sha256(path.read_bytes()).hexdigest()
-            for folder in ("data", "runs", "reports")
+            for folder in ("data", "out")
             for path in sorted((self.root / folder).rglob("*"))
-            if path.is_file() and not path.name.startswith(".")
+            if path.is_file()
+            and not path.name.startswith(".")
+            and "logs" not in path.relative_to(self.root).parts
         }
 
 
@@ -93,33 +95,50 @@ def snakemake_edit(copy_: Copy, edit) -> tuple[dict[str, int], list[str]]:
     params = copy_.params()
     edit(params)
     (copy_.root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    out = run([BIN / "snakemake", "-n", "--cores", "1", "--quiet", "rules"], copy_.root).stdout
+    return snakemake_plan_and_run(copy_)
+
+
+def snakemake_plan_and_run(copy_: Copy, *args) -> tuple[dict[str, int], list[str]]:
+    """The dry run's job count per rule, then the jobs of the real run."""
+    out = subprocess.run(
+        [str(BIN / "snakemake"), "-n", "--cores", "1", "--quiet", "rules", *args], cwd=copy_.root,
+        env=copy_.env, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
     counts = {}
     for line in out.splitlines():
         words = line.split()
         if len(words) == 2 and words[1].isdigit() and words[0] != "total":
             counts[words[0]] = int(words[1])
-    return counts, copy_.run(BIN / "snakemake", "--cores", "1")
+    return counts, copy_.run(BIN / "snakemake", "--cores", "1", *args)
 
 
 def models(params: dict) -> list[tuple[str, str, int]]:
     return [(d, v, s) for d in params["datasets"] for v in params["variants"] for s in params["train_seeds"]]
 
 
-def train(ms) -> list[str]:
+def train(ms, profile="tiny") -> list[str]:
+    r = f"out/{profile}/runs"
     return sorted(
-        f"train --config runs/{d}/{v}/s{s}/train.json --data data/{d}.zip --outdir runs/{d}/{v}/s{s} --gpus 0"
-        f" --restart-on-change --record runs/{d}/{v}/s{s}/trained.json"
+        f"train --config {r}/{d}/{v}/s{s}/train.json --data out/{profile}/data/{d}.zip --outdir {r}/{d}/{v}/s{s}"
+        f" --gpus 0 --restart-on-change --record {r}/{d}/{v}/s{s}/trained.json"
         for d, v, s in ms
     )
 
 
-def evaluate(ms, kimgs) -> list[str]:
+def evaluate(ms, kimgs, profile="tiny") -> list[str]:
+    r = f"out/{profile}/runs"
     return sorted(
-        f"evaluate --config runs/{d}/eval/{k}.json --run runs/{d}/{v}/s{s} --gpus 0"
-        f" --record runs/{d}/{v}/s{s}/eval/{k}/evaluated.json"
+        f"evaluate --config {r}/{d}/eval/{k}.json --run {r}/{d}/{v}/s{s} --gpus 0"
+        f" --record {r}/{d}/{v}/s{s}/eval/{k}/evaluated.json"
         for d, v, s in ms
         for k in kimgs
+    )
+
+
+def ref_stats(dataset: str, profile="tiny") -> str:
+    return (
+        f"ref-stats --params params.yaml --dataset {dataset} --extractor digitsnet"
+        f" --dest out/{profile}/data/stats/{dataset}/digitsnet"
     )
 
 
@@ -153,8 +172,7 @@ def test_edits_rerun_the_same_jobs_in_both_runners(tmp_path, stand_in):
     assert jobs(first, HEAVY) == sorted(
         train(models(profile))
         + evaluate(models(profile), [2])
-        + ["ref-stats --params params.yaml --dataset digits --extractor digitsnet --dest data/stats/digits/digitsnet",
-           "feature-net --extractor digitsnet --dest data/networks/digitsnet"]
+        + [ref_stats("digits"), "feature-net --extractor digitsnet --dest data/networks/digitsnet"]
     )  # fmt: skip
     assert smk.files() == dvc.files()
 
@@ -180,8 +198,7 @@ def test_edits_rerun_the_same_jobs_in_both_runners(tmp_path, stand_in):
         (["+datasets.digits2={source:digits,raw:null,resolution:16,channels:1,cond:true}",
           "+eval.main.digits2={sampler:heun,nfe:7}"],
          both(set_key("datasets.digits2", new_dataset), set_key("eval.main.digits2", {"sampler": "heun", "nfe": 7})),
-         ["ref-stats --params params.yaml --dataset digits2 --extractor digitsnet --dest data/stats/digits2/digitsnet"]
-         + train(digits2) + evaluate(digits2, [1, 2])),
+         [ref_stats("digits2")] + train(digits2) + evaluate(digits2, [1, 2])),
         # A dataset's entry: its models retrain; the zip, which cond does not change for digits, does not.
         (["datasets.digits.cond=false"], set_key("datasets.digits.cond", False),
          train(all_digits) + evaluate(all_digits, [1, 2])),
@@ -206,3 +223,106 @@ def test_edits_rerun_the_same_jobs_in_both_runners(tmp_path, stand_in):
         for command in set(jobs(ran_dvc, LIGHT)) - set(jobs(ran_smk, LIGHT)):  # DVC's extra reruns: no-ops
             dest = command.split("--dest ")[1].split()[0]
             assert files_before.get(dest) == files_after[dest], command
+
+
+def tiny_profile(**changes) -> dict:
+    profile = yaml.safe_load((ROOT / "tests" / "workflow_tiny.yaml").read_text())
+    profile["snapshot_kimg"] = [1, 2]
+    return {**profile, **changes}
+
+
+@pytest.mark.slow
+def test_a_profile_plans_and_touches_nothing_of_another(tmp_path, stand_in):
+    """Two profiles in one checkout (the README runs `make run`, then the study): the second plans none of
+    the first's jobs and leaves its files as they were, in both runners; a second profile file with the
+    first's name is warned about in one line."""
+    first = tiny_profile()
+    second = tiny_profile(name="tiny2", train_seeds=[0, 1], train={**first["train"], "defaults": {
+        **first["train"]["defaults"], "lr": 2.0e-3}})  # fmt: skip
+    for runner in ("snakemake", "dvc"):
+        copy_ = Copy(tmp_path / runner, first, stand_in)
+        (copy_.root / "config").mkdir()
+        (copy_.root / "config" / "tiny2.yaml").write_text(yaml.safe_dump(second, sort_keys=False))
+        copy_.run(BIN / "snakemake", "--cores", "1") if runner == "snakemake" else copy_.run(
+            BIN / "dvc", "repro"
+        )
+        mine = {k: v for k, v in copy_.files().items() if k.startswith("out/tiny/")}
+        assert mine
+        if runner == "snakemake":
+            plan = subprocess.run(
+                [str(BIN / "snakemake"), "-n", "--cores", "1", "--configfile", "config/tiny2.yaml"],
+                cwd=copy_.root, env=copy_.env, capture_output=True, text=True, check=True,
+            ).stdout  # fmt: skip
+            outputs = [
+                line.split(": ", 1)[1] for line in plan.splitlines() if line.strip().startswith("output: ")
+            ]
+            assert outputs and all(o.startswith("out/tiny2/") for out in outputs for o in out.split(", "))
+            ran = copy_.run(BIN / "snakemake", "--cores", "1", "--configfile", "config/tiny2.yaml")
+        else:
+            (copy_.root / "params.yaml").write_text((copy_.root / "config" / "tiny2.yaml").read_text())
+            ran = copy_.run(BIN / "dvc", "repro")
+        ran = [c.replace("--params config/tiny2.yaml", "--params params.yaml") for c in ran]
+        assert jobs(ran, HEAVY) == sorted(
+            train(models(second), "tiny2")
+            + evaluate(models(second), [1, 2], "tiny2")
+            + [ref_stats("digits", "tiny2")]
+        )  # the shared feature network is not made again
+        assert {k: v for k, v in copy_.files().items() if k.startswith("out/tiny/")} == mine
+
+    # Another profile file named "tiny": Snakemake says so once, before any job.
+    other = copy_.root / "config" / "other.yaml"
+    other.write_text(yaml.safe_dump({**first, "seed": 5}, sort_keys=False))
+    result = subprocess.run(
+        [str(BIN / "snakemake"), "-n", "--cores", "1", "--configfile", "config/other.yaml"],
+        cwd=copy_.root, env=copy_.env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    warnings = [line for line in result.stderr.splitlines() if "fdm: warning:" in line]
+    assert warnings == [
+        "fdm: warning: config/other.yaml writes into out/tiny/, which params.yaml (another profile named "
+        "'tiny') wrote first; give one of them another name"
+    ]
+
+
+def edit_code(copy_: Copy, module: str, text: str) -> None:
+    """Append ``text`` to ``module``, or with ``text`` "docstring", reword its module docstring."""
+    path = copy_.root / "src" / "fdm" / module
+    source = path.read_text()
+    assert source.startswith('"""')
+    path.write_text('"""Reworded. ' + source[3:] if text == "docstring" else source + text)
+
+
+@pytest.mark.slow
+def test_code_changes_rerun_what_they_change_in_both_runners(tmp_path, stand_in):
+    """An edit of a stage's code reruns that stage's jobs and what follows them, in Snakemake and in DVC
+    alike: the sampler's code every evaluation and no training, the training loop's every training and
+    evaluation, the report's code the report only; comments and docstrings nothing. The dry run says so
+    beforehand."""
+    profile = tiny_profile()
+    smk = Copy(tmp_path / "snakemake", profile, stand_in)
+    dvc = Copy(tmp_path / "dvc", profile, stand_in)
+    assert jobs(smk.run(BIN / "snakemake", "--cores", "1"), HEAVY) == jobs(
+        dvc.run(BIN / "dvc", "repro"), HEAVY
+    )
+    everything = models(profile)
+    cases = [
+        ("sampling.py", "\n# a comment, and nothing else\n", [], []),
+        ("sampling.py", "docstring", [], []),
+        ("sampling.py", "\n_CHANGED = 1\n", evaluate(everything, [1, 2]), ["evaluate", "report"]),
+        ("training/loop.py", "\n_CHANGED = 1\n", train(everything) + evaluate(everything, [1, 2]),
+         ["train", "evaluate", "report"]),
+        ("report/tables.py", "\n_CHANGED = 1\n", [], ["report"]),
+    ]  # fmt: skip
+    for module, text, expected, rules in cases:
+        for copy_ in (smk, dvc):
+            edit_code(copy_, module, text)
+        ran_dvc = dvc.run(BIN / "dvc", "repro")
+        plan, ran_smk = snakemake_plan_and_run(smk)
+        assert jobs(ran_smk, HEAVY) == jobs(ran_dvc, HEAVY) == sorted(expected), (module, text)
+        for rule in ("train", "evaluate", "report"):  # the dry run announced it
+            assert plan.get(rule, 0) == sum(c.startswith(f"{rule} ") for c in ran_smk), (module, rule)
+            assert (rule in rules) == any(c.startswith(f"{rule} ") for c in ran_smk), (module, rule)
+            assert (rule in rules) == any(c.startswith(f"{rule} ") for c in ran_dvc), (module, rule)
+        if not rules:
+            assert ran_smk == [], ran_smk  # Snakemake: nothing at all; DVC reran only its code digests
+            assert {c.split()[0] for c in ran_dvc} <= {"code-digest"}, ran_dvc
+        assert smk.files() == dvc.files(), module

@@ -20,10 +20,12 @@ import pytest
 import yaml
 
 from fdm.config import load_params
+from fdm.provenance import STAGES
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 WORKFLOW_FILES = [
+    "src/fdm",  # dvc.yaml's code digests depend on it
     "Snakefile",
     "workflow",
     "dvc.yaml",
@@ -35,13 +37,15 @@ WORKFLOW_FILES = [
 
 
 def tool_env() -> dict:
-    """The environment of workflow runs: this venv's `fdm` first on PATH, one thread, no DVC analytics."""
+    """The environment of workflow runs: this venv's `fdm` first on PATH, one thread, no DVC analytics, and
+    every job checking that its stage's code digest covers every module it ran (fdm.provenance)."""
     return {
         **os.environ,
         "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
         "OMP_NUM_THREADS": "1",
         "DVC_NO_ANALYTICS": "1",
         "DVC_TEST": "1",
+        "FDM_CHECK_SOURCES": "1",
     }
 
 
@@ -51,7 +55,7 @@ def workflow_copy(dest: Path, profile: Path) -> Path:
         source, target = ROOT / name, dest / name
         target.parent.mkdir(parents=True, exist_ok=True)
         if source.is_dir():
-            shutil.copytree(source, target)
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(source, target)
     shutil.copy2(profile, dest / "params.yaml")
@@ -73,7 +77,7 @@ def run(args, cwd: Path, timeout: float = 600, check: bool = True) -> subprocess
 def normalize(command: str) -> str:
     """A job command as dvc.yaml writes it: no log redirection, one params file (launchers stay)."""
     command = " ".join(command.split())
-    command = re.sub(r" > logs/\S+ 2>&1$", "", command)
+    command = re.sub(r" > \S+\.log 2>&1$", "", command)
     return re.sub(r"--params \S+", "--params params.yaml", command)
 
 
@@ -130,6 +134,12 @@ def test_snakemake_and_dvc_declare_the_same_jobs(tmp_path, profile):
     assert [c for c in commands if c.startswith("fdm feature-net ")] == [
         "fdm feature-net --extractor digitsnet --dest data/networks/digitsnet"
     ]
+    assert sorted(c for c in commands if c.startswith("fdm code-digest ")) == sorted(
+        f"fdm code-digest --stage {stage} --dest data/code/{stage}.json" for stage in STAGES
+    )
+    # Every output of the profile lies under its own root, the shared ones under data/.
+    outputs = [path for key in dvc for path in key]
+    assert all(path.startswith((f"out/{params.name}/", "data/networks/", "data/code/")) for path in outputs)
 
 
 def test_samples_kept_and_gpus_in_both_workflows(tmp_path):
@@ -176,13 +186,16 @@ def test_paper_grid_without_data(tmp_path):
     # The released checkpoints: imported, then evaluated with the final snapshot's plan.
     released = [c for c in commands if c.startswith("fdm evaluate ") and "/pretrained " in c]
     assert len(released) == len(params.pretrained) == 18
-    assert all(c.startswith("fdm evaluate --config runs/") and "/eval/200000.json " in c for c in released)
+    assert all(
+        c.startswith("fdm evaluate --config out/paper/runs/") and "/eval/200000.json " in c for c in released
+    )
     assert sum(c.startswith("fdm import-checkpoint --params params.yaml ") for c in commands) == 18
     assert sum(c.startswith("fdm eval-config ") for c in commands) == 3 * 4
     assert sum(c.startswith("fdm train ") and " --gpus 8 " in c for c in commands) == 18
     # One statistics job per dataset and feature network (both Inception modes inside), one download.
     assert sorted(c for c in commands if c.startswith("fdm ref-stats ")) == sorted(
-        f"fdm ref-stats --params params.yaml --dataset {d} --extractor inception --dest data/stats/{d}/inception"
+        f"fdm ref-stats --params params.yaml --dataset {d} --extractor inception"
+        f" --dest out/paper/data/stats/{d}/inception"
         for d in ("cifar10", "ffhq", "afhqv2")
     )
     assert "fdm feature-net --extractor inception --dest data/networks/inception" in commands
@@ -198,7 +211,7 @@ def test_paper_grid_without_data(tmp_path):
         values = json.loads(plan.read_text())
         assert len(values["points"]) == points and {"sampler": "heun", "nfe": 79} in values["points"]
         assert values["stats"] == [
-            "data/stats/ffhq/inception/clean.npz", "data/stats/ffhq/inception/legacy_tensorflow.npz"
+            "out/paper/data/stats/ffhq/inception/clean.npz", "out/paper/data/stats/ffhq/inception/legacy_tensorflow.npz"
         ]  # fmt: skip
         assert values["seeds"] == "0-49999"
 

@@ -49,11 +49,13 @@ def start(args, cwd: Path, umask: int) -> subprocess.Popen:
 
 
 def modes(workdir: Path) -> dict[int, list[str]]:
-    """Every pipeline output (data/, runs/, reports/) by its permission bits."""
+    """Every pipeline output (data/, out/) by its permission bits."""
     found: dict[int, list[str]] = {}
-    for folder in ("data", "runs", "reports"):
+    for folder in ("data", "out"):
         for path in sorted((workdir / folder).rglob("*")):
-            if path.is_file() and path.name != ".gitignore":  # DVC writes its .gitignore files itself
+            if (
+                path.is_file() and path.name != ".gitignore" and "logs" not in path.parts
+            ):  # not the runners' own
                 found.setdefault(stat.S_IMODE(path.stat().st_mode), []).append(str(path.relative_to(workdir)))
     return found
 
@@ -68,11 +70,14 @@ def finish(process: subprocess.Popen, cwd: Path, timeout: float) -> None:
     assert process.returncode == 0, log[-4000:]
 
 
+RUNS = "out/tiny/runs"
+
+
 def metrics_files(workdir: Path) -> dict[str, bytes]:
-    """The bytes of every metrics.json under runs/, by path."""
+    """The bytes of every metrics.json of the profile's runs, by path."""
     return {
         str(path.relative_to(workdir)): path.read_bytes()
-        for path in sorted((workdir / "runs").glob("*/*/s*/eval/*/*/metrics.json"))
+        for path in sorted((workdir / RUNS).glob("*/*/s*/eval/*/*/metrics.json"))
     }
 
 
@@ -84,7 +89,8 @@ def set_lr(workdir: Path, variant: str, lr: float) -> None:
 
 
 def planned_jobs(workdir: Path) -> list[str]:
-    """Rule and wildcards of every job `snakemake --dry-run` would run, e.g. 'train digits fdm_edm 0'."""
+    """Rule and wildcards (but the profile's) of every job `snakemake --dry-run` would run, e.g.
+    'train digits fdm_edm 0'."""
     out = run([BIN / "snakemake", "--dry-run", "--cores", "1"], workdir).stdout
     jobs, rule = [], None
     for line in out.splitlines():
@@ -93,9 +99,12 @@ def planned_jobs(workdir: Path) -> list[str]:
             rule = line.split()[1].rstrip(":")
             jobs.append(rule)
         elif line.startswith("wildcards: ") and rule is not None:
-            jobs[-1] += " " + " ".join(
-                part.split("=")[1] for part in line.removeprefix("wildcards: ").split(", ")
-            )
+            values = [
+                part.split("=")[1]
+                for part in line.removeprefix("wildcards: ").split(", ")
+                if not part.startswith("profile=")  # one value per profile
+            ]
+            jobs[-1] = " ".join([jobs[-1], *values])
     return sorted(jobs)
 
 
@@ -117,9 +126,9 @@ def test_snakemake_and_dvc_run_the_same_pipeline(tmp_path):
         record = json.loads(raw)
         assert record["fid_digitsnet"] > 0 and record["num_samples"] == 64
     for workdir in (smk, dvc):
-        assert (workdir / "reports" / "digits" / "fid_vs_mimg.csv").is_file()
-        assert (workdir / "reports" / "digits" / "fid_vs_nfe.png").is_file()
-    assert (smk / "logs" / "train" / "digits-fdm_edm-s0.log").is_file()
+        assert (workdir / "out/tiny/reports/digits/fid_vs_mimg.csv").is_file()
+        assert (workdir / "out/tiny/reports/digits/fid_vs_nfe.png").is_file()
+    assert (smk / "out/tiny/logs/train/digits-fdm_edm-s0.log").is_file()
     # Every output honours the umask: snapshots, state.pt, metrics, grids, records, statistics, networks.
     for workdir, mode in ((smk, 0o640), (dvc, 0o644)):
         found = modes(workdir)
@@ -155,12 +164,12 @@ def test_snakemake_and_dvc_run_the_same_pipeline(tmp_path):
     after = metrics_files(smk)
     assert after == metrics_files(dvc)
     assert sorted(set(after) - set(before)) == [
-        f"runs/digits/{v}/s0/eval/2/heun-5/metrics.json" for v in ("edm", "fdm_edm")
+        f"{RUNS}/digits/{v}/s0/eval/2/heun-5/metrics.json" for v in ("edm", "fdm_edm")
     ]
     assert {
         k: v for k, v in after.items() if k in before
     } == before  # the other points were kept as they were
-    log = (smk / "logs" / "evaluate" / "digits-edm-s0-2.log").read_text()
+    log = (smk / "out/tiny/logs/evaluate/digits-edm-s0-2.log").read_text()
     assert "evaluated heun-5; 3 point(s) already done" in log
 
     # Editing one variant's learning rate reruns that variant's chain only.
@@ -177,6 +186,6 @@ def test_snakemake_and_dvc_run_the_same_pipeline(tmp_path):
     status = json.loads(run([BIN / "dvc", "status", "--json"], dvc).stdout)
     assert "train@digits-fdm_edm-0" in status
     assert not [name for name in status if "edm-0" in name and "fdm_edm" not in name]
-    assert (dvc / "runs/digits/edm/s0/train.json").read_bytes() == (
-        smk / "runs/digits/edm/s0/train.json"
+    assert (dvc / RUNS / "digits/edm/s0/train.json").read_bytes() == (
+        smk / RUNS / "digits/edm/s0/train.json"
     ).read_bytes()

@@ -1,18 +1,22 @@
 """`fdm <stage>`: thin command-line entry points over the library.
 
 Each stage module defines its click command; ``fdm.commands.COMMANDS`` names them and this group
-imports one only when it runs. Library errors (``FdmError``) become one line and exit status 2.
+imports one only when it runs. Library errors (``FdmError``) become one line and exit status 2, and so
+does a full disk.
 """
 
 from __future__ import annotations
 
+import errno
 import importlib
+import os
 import sys
 
 import click
 
 from fdm.commands import COMMANDS
 from fdm.errors import FdmError
+from fdm.provenance import COMMAND_STAGES, check_loaded_modules
 
 
 class _StageGroup(click.Group):
@@ -34,9 +38,17 @@ class _StageGroup(click.Group):
 
     def invoke(self, ctx: click.Context):
         try:
-            return super().invoke(ctx)
+            result = super().invoke(ctx)
+            if os.environ.get("FDM_CHECK_SOURCES") and ctx.invoked_subcommand in COMMAND_STAGES:
+                check_loaded_modules(COMMAND_STAGES[ctx.invoked_subcommand])
+            return result
         except FdmError as err:
             click.echo(f"fdm: error: {err}", err=True)
+            sys.exit(2)
+        except OSError as err:  # a full disk outside the atomic writes (which say so themselves)
+            if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            click.echo(f"fdm: error: {err.filename or 'a file'}: no space left on device", err=True)
             sys.exit(2)
 
 

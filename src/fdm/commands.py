@@ -71,6 +71,10 @@ COMMANDS: dict[str, Command] = {
         "fdm.jobs.cli:feature_net_command",
         "Make a feature extractor's network: train the digits network, or download Inception's weights.",
     ),
+    "code-digest": Command(
+        "fdm.jobs.cli:code_digest_command",
+        "Write the digest of a stage's source code, which the stage's jobs depend on (rerun when it changes).",
+    ),
     "track": Command(
         "fdm.tracking.cli:track_command",
         "Log every model, evaluation and report under RUNS and REPORTS to MLflow, idempotently.",

@@ -15,6 +15,7 @@ per variant, FDM's warmup and multiplier per (dataset, variant).
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -148,6 +149,7 @@ class Params:
     """A validated profile. Build it with ``load_params(path)``."""
 
     path: str
+    name: str  # the profile's name: its outputs go under out/<name>/ (fdm.paths)
     seed: int
     datasets: Mapping[str, Dataset]
     variants: tuple[str, ...]
@@ -229,7 +231,7 @@ class Params:
     def eval_plan(self, dataset: str, kimg: int) -> dict:
         """The evaluation of snapshot ``kimg`` of every model of ``dataset`` (``fdm evaluate --config``).
 
-        Its points, seeds and scoring; written by ``fdm eval-config`` to ``runs/<dataset>/eval/<kimg>.json``,
+        Its points, seeds and scoring; written by ``fdm eval-config`` to ``fdm.paths.eval_plan``,
         whose bytes change only when this snapshot's evaluations do.
         """
         if dataset not in self.datasets:
@@ -243,7 +245,7 @@ class Params:
             "points": [{"sampler": sampler, "nfe": nfe} for sampler, nfe in self.points(dataset, kimg)],
             "seeds": f"0-{self.eval.num_samples - 1}",
             "batch": self.eval.batch,
-            "stats": [paths.stats_file(dataset, e, mode) for e, mode in self.eval.spaces()],
+            "stats": [paths.stats_file(self.name, dataset, e, mode) for e, mode in self.eval.spaces()],
             "networks": {e: paths.network(e) for e in self.eval.extractors},
             "keep_samples": self.eval.keep_samples,
         }
@@ -267,6 +269,12 @@ def _cross_check(path, data: dict) -> None:
         except ValueError as err:
             fail(key, f"NFE {nfe}: {err}")
 
+    name = data["name"]
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name) or ".." in name:
+        fail(
+            "name",
+            f"{name!r} is not a safe folder name (letters, digits, '.', '_', '-'; no '/', '..' or spaces)",
+        )
     kimg, duration = data["snapshot_kimg"], data["duration_kimg"]
     beyond = [k for k in kimg if k > duration]
     if beyond:
@@ -346,6 +354,7 @@ def load_params(path: str | Path) -> Params:
     evaluation = data["eval"]
     return Params(
         path=str(path),
+        name=data["name"],
         seed=data["seed"],
         datasets=MappingProxyType({name: Dataset(name=name, **d) for name, d in data["datasets"].items()}),
         variants=tuple(data["variants"]),

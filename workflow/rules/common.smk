@@ -5,9 +5,14 @@
 # than being merged into it; `--config key=value` overrides are refused, since the commands would not
 # see them. Every setting a job depends on is passed through its rule's `params:`, so editing one
 # reruns exactly the jobs that read it (Snakemake's params rerun trigger). Every path comes from
-# fdm.paths, as dvc.yaml's literal templates do (tests/test_paths.py).
+# fdm.paths, as dvc.yaml's literal templates do (tests/test_paths.py): the profile's outputs lie under
+# out/<name>/, the `profile` wildcard's one value, so that no other profile's files can be planned here.
+# Code is an input like settings: each stage's jobs depend on data/code/<stage>.json, which the
+# code_digest rule rewrites when the stage's source digest (fdm.provenance) changes.
 
 import os
+import re
+import sys
 
 from snakemake.common.configfile import load_configfile
 from snakemake.exceptions import WorkflowError
@@ -16,9 +21,10 @@ from snakemake.utils import validate
 from fdm import paths
 from fdm.config import load_params
 from fdm.errors import FdmError
-from fdm.jobs import prepare_settings
+from fdm.jobs import prepare_settings, root_conflict
 from fdm.names import EXTRACTORS, FORMULATIONS
 from fdm.params_file import SCHEMA_PATH
+from fdm.provenance import STAGES, source_digest
 
 
 def params_file():
@@ -41,9 +47,17 @@ try:
     PARAMS = load_params(PARAMS_FILE)
 except FdmError as err:
     raise WorkflowError(str(err)) from None
+PROFILE = PARAMS.name
+LOGS = paths.LOGS  # job logs, under out/{profile}/logs as the outputs of their jobs
+SHARED_LOGS = paths.LOGS.format(profile=PROFILE)  # the logs of jobs shared by every profile (no wildcard)
+CONFLICT = root_conflict(PARAMS)
+if CONFLICT:
+    print(CONFLICT, file=sys.stderr)
 
 
 wildcard_constraints:
+    profile=re.escape(PROFILE),
+    stage="|".join(STAGES),
     dataset="|".join(PARAMS.datasets),
     variant="|".join(PARAMS.variants),
     train_seed=r"\d+",
@@ -69,17 +83,25 @@ def dataset_entry(wildcards):
 
 def stats_folders(wildcards):
     """The reference statistics of the dataset for every feature extractor of the profile."""
-    return [paths.stats(wildcards.dataset, extractor) for extractor in PARAMS.eval.extractors]
+    return [paths.stats(PROFILE, wildcards.dataset, extractor) for extractor in PARAMS.eval.extractors]
 
 
 def evaluations():
     """The record of every evaluation job of the profile: one per model and snapshot milestone, and one
     per released checkpoint (at the final milestone)."""
+    runs = paths.runs(PROFILE)
     trained = [
-        paths.evaluated(paths.run(d, v, s), kimg) for d, v, s in PARAMS.models() for kimg in PARAMS.snapshot_kimg
+        paths.evaluated(paths.run(d, v, s, runs), kimg) for d, v, s in PARAMS.models() for kimg in PARAMS.snapshot_kimg
     ]
-    released = [paths.evaluated(paths.pretrained(p.dataset, p.formulation), PARAMS.duration_kimg) for p in PARAMS.pretrained]
+    released = [
+        paths.evaluated(paths.pretrained(p.dataset, p.formulation, runs), PARAMS.duration_kimg) for p in PARAMS.pretrained
+    ]
     return trained + released
+
+
+def code(stage):
+    """The code digest file the jobs of ``stage`` depend on."""
+    return paths.code(stage)
 
 
 def released_entry(wildcards):

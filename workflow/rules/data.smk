@@ -1,11 +1,31 @@
 # Datasets, feature networks and reference statistics: everything evaluation compares against.
+# A profile's dataset and statistics are its own files (out/<name>/data/), copied from the shared store
+# (fdm.store) when another profile made the same; the feature networks depend on no profile setting and
+# are shared (data/networks/).
+
+
+# Each stage's code digest: rewritten (and its jobs rerun) when the stage's source digest changes, which
+# an edit of comments, docstrings or layout does not (fdm.provenance).
+rule code_digest:
+    output:
+        paths.CODE,
+    log:
+        SHARED_LOGS + "/code_digest/{stage}.log",
+    conda:
+        "../../environment.yml"
+    params:
+        source=lambda wildcards: source_digest(wildcards.stage),
+    shell:
+        "fdm code-digest --stage {wildcards.stage} --dest {output} > {log} 2>&1"
 
 
 rule prepare:
+    input:
+        code=code("prepare"),
     output:
         paths.DATASET,
     log:
-        "logs/prepare/{dataset}.log",
+        LOGS + "/prepare/{dataset}.log",
     conda:
         "../../environment.yml"
     params:
@@ -19,10 +39,12 @@ rule prepare:
 # One network per feature extractor of the profile: the digits network is trained (on the embedded
 # digits), Inception's weights are downloaded (the only job that needs the internet).
 rule feature_net:
+    input:
+        code=code("feature_net"),
     output:
         directory(paths.NETWORK),
     log:
-        "logs/feature_net/{extractor}.log",
+        SHARED_LOGS + "/feature_net/{extractor}.log",
     conda:
         "../../environment.yml"
     shell:
@@ -34,10 +56,11 @@ rule ref_stats:
     input:
         data=paths.DATASET,
         network=paths.NETWORK,
+        code=code("ref_stats"),
     output:
         directory(paths.STATS),
     log:
-        "logs/ref_stats/{dataset}.{extractor}.log",
+        LOGS + "/ref_stats/{dataset}.{extractor}.log",
     conda:
         "../../environment.yml"
     params:

@@ -8,7 +8,7 @@ rule eval_config:
     output:
         paths.EVAL_PLAN,
     log:
-        "logs/eval_config/{dataset}-{kimg}.log",
+        LOGS + "/eval_config/{dataset}-{kimg}.log",
     conda:
         "../../environment.yml"
     params:
@@ -20,17 +20,18 @@ rule eval_config:
 
 
 # The job's output is its record: the point folders (metrics.json, grid.png, timing.json, samples.npz)
-# are not declared, so a killed job's rerun keeps the points it finished. With gpus.evaluate > 1,
-# `fdm evaluate` starts itself under torchrun.
+# are not declared, so a killed job's rerun keeps the points it finished (those of the same code). With
+# gpus.evaluate > 1, `fdm evaluate` starts itself under torchrun.
 rule evaluate:
     input:
         plan=paths.EVAL_PLAN,
         trained=paths.TRAINED,
         stats=stats_folders,
+        code=code("evaluate"),
     output:
         record=paths.EVALUATED,
     log:
-        "logs/evaluate/{dataset}-{variant}-s{train_seed}-{kimg}.log",
+        LOGS + "/evaluate/{dataset}-{variant}-s{train_seed}-{kimg}.log",
     conda:
         "../../environment.yml"
     resources:

@@ -1,14 +1,16 @@
 # Released checkpoints (the profile's `pretrained` list, opt in): each imported without running its code,
-# as the snapshot of the final milestone of runs/<dataset>/<formulation>/pretrained/, then evaluated with
+# as the snapshot of the final milestone of out/<name>/runs/<dataset>/<formulation>/pretrained/, then evaluated with
 # the final snapshot's plan, as a trained model is. The report puts the paper's numbers beside them.
 
 
 # A local rule: it downloads (once, into the user's cache), which compute nodes often cannot.
 rule import_checkpoint:
+    input:
+        code=code("import_checkpoint"),
     output:
         record=paths.PRETRAINED_RECORD,
     log:
-        "logs/import_checkpoint/{dataset}-{formulation}.log",
+        LOGS + "/import_checkpoint/{dataset}-{formulation}.log",
     conda:
         "../../environment.yml"
     params:
@@ -25,10 +27,11 @@ rule evaluate_pretrained:
         plan=paths.EVAL_PLAN,
         trained=paths.PRETRAINED_RECORD,
         stats=stats_folders,
+        code=code("evaluate"),
     output:
         record=paths.PRETRAINED_EVALUATED,
     log:
-        "logs/evaluate_pretrained/{dataset}-{formulation}-{kimg}.log",
+        LOGS + "/evaluate_pretrained/{dataset}-{formulation}-{kimg}.log",
     conda:
         "../../environment.yml"
     resources:

@@ -4,14 +4,16 @@
 rule report:
     input:
         evaluations(),
+        code=code("report"),
     output:
         directory(paths.REPORTS),
     log:
-        "logs/report.log",
+        LOGS + "/report.log",
     conda:
         "../../environment.yml"
     params:
         file=PARAMS_FILE,
+        runs=paths.runs(PROFILE),
         report=config["report"],
         layout=[
             config["datasets"],
@@ -24,7 +26,7 @@ rule report:
             config["pretrained"],
         ],
     shell:
-        "fdm report --params {params.file} --runs runs --out {output} > {log} 2>&1"
+        "fdm report --params {params.file} --runs {params.runs} --out {output} > {log} 2>&1"
 
 
 # MLflow, a view of the files above (docs/tracking.md): a run per model with its FID curves, nested
@@ -34,15 +36,18 @@ rule report:
 rule track:
     input:
         evaluations(),
-        rules.report.output,
+        reports=paths.reports(PROFILE),
+        code=code("track"),
     output:
         paths.TRACKED,
     log:
-        "logs/track.log",
+        LOGS + "/track.log",
     conda:
         "../../environment.yml"
     params:
         file=PARAMS_FILE,
+        runs=paths.runs(PROFILE),
         tracking=config["tracking"],
     shell:
-        "fdm track --params {params.file} --runs runs --reports reports --dest {output} > {log} 2>&1"
+        "fdm track --params {params.file} --runs {params.runs} --reports {input.reports} --dest {output}"
+        " > {log} 2>&1"

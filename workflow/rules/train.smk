@@ -6,7 +6,7 @@ rule train_config:
     output:
         paths.TRAIN_CONFIG,
     log:
-        "logs/train_config/{dataset}-{variant}-s{train_seed}.log",
+        LOGS + "/train_config/{dataset}-{variant}-s{train_seed}.log",
     conda:
         "../../environment.yml"
     params:
@@ -17,19 +17,20 @@ rule train_config:
         " --train-seed {wildcards.train_seed} --dest {output} > {log} 2>&1"
 
 
-# The job's output is the run's record (snapshot digests), written once training is complete: the
-# snapshots, state.pt and train.jsonl are not declared, so that Snakemake never deletes them and a
-# killed job's rerun resumes from state.pt; an edited train.json starts the run over
-# (--restart-on-change). With gpus.train > 1, `fdm train` starts itself under torchrun; the GPU count is
-# how the job runs, not what it computes, so it is a resource and no rerun trigger.
+# The job's output is the run's record (snapshot digests, settings, code), written once training is
+# complete: the snapshots, state.pt and train.jsonl are not declared, so that Snakemake never deletes them
+# and a killed job's rerun resumes from state.pt; an edited train.json, or other training code, starts the
+# run over (--restart-on-change). With gpus.train > 1, `fdm train` starts itself under torchrun; the GPU
+# count is how the job runs, not what it computes, so it is a resource and no rerun trigger.
 rule train:
     input:
         config=paths.TRAIN_CONFIG,
         data=paths.DATASET,
+        code=code("train"),
     output:
         record=paths.TRAINED,
     log:
-        "logs/train/{dataset}-{variant}-s{train_seed}.log",
+        LOGS + "/train/{dataset}-{variant}-s{train_seed}.log",
     conda:
         "../../environment.yml"
     resources:

@@ -38,20 +38,19 @@ def import_checkpoint_command(
       fdm import-checkpoint --source network-snapshot-200000.pkl --dest runs/imported/fdm_edm.safetensors
       fdm import-checkpoint --source https://host/edm-cifar10-32x32-cond-vp.pkl --sha256 HEX --dest vp.safetensors
       fdm import-checkpoint --params config/paper.yaml --dataset cifar10 --formulation fdm_edm \\
-          --record runs/cifar10/fdm_edm/pretrained/trained.json
+          --record out/paper/runs/cifar10/fdm_edm/pretrained/trained.json
     """
     from fdm.checkpoints import import_checkpoint
     from fdm.errors import FdmError
 
     if params_path is not None:
-        from fdm.config import load_params
-        from fdm.jobs import import_released
+        from fdm.jobs import import_released, open_profile
 
         if source or dest or sha256 or not (dataset and formulation and record):
             raise FdmError(
                 "with --params give --dataset, --formulation and --record (the rest is the profile's)"
             )
-        click.echo(import_released(load_params(params_path), dataset, formulation, record))
+        click.echo(import_released(open_profile(params_path), dataset, formulation, record))
         return
     if not source or not dest:
         raise FdmError("give --source and --dest (or --params with --dataset, --formulation and --record)")

@@ -1,14 +1,18 @@
 """Evaluate one snapshot at every point of its plan: sample once per point, score in every feature space.
 
-A plan (``fdm eval-config``: ``runs/<dataset>/eval/<kimg>.json``) lists the (sampler, NFE) points of a
+A plan (``fdm eval-config``: ``fdm.paths.EVAL_PLAN``) lists the (sampler, NFE) points of a
 snapshot, the seeds, the reference statistics and the feature networks. ``evaluate_snapshot`` loads the
 snapshot and the feature networks once, then for each point samples the seeds' images once and scores
 them in every feature space (the paper's two Inception modes), writing into
 ``eval/<kimg>/<sampler>-<nfe>/``: ``timing.json`` (when its sampling and scoring ran), ``grid.png``,
 ``samples.npz`` with ``keep_samples``, and last ``metrics.json``. A point whose ``metrics.json`` already
-records this very snapshot, these seeds and these reference statistics is kept as it is, so a killed job
-resumes point by point and an edited plan computes only its new points. The job's record,
-``evaluated.json``, lists every point's metrics and the SHA-256 of its ``metrics.json``.
+records this very snapshot, these seeds and these reference statistics, and whose ``timing.json`` names
+this evaluation code (``fdm.provenance``), is kept as it is, so a killed job resumes point by point and an
+edited plan computes only its new points. The job's record, ``evaluated.json``, lists every point's
+metrics and the SHA-256 of its ``metrics.json``, and the code version.
+
+The snapshot must be the one its training recorded: a run folder's ``trained.json`` names each snapshot's
+SHA-256, and a snapshot whose bytes differ is refused before anything is computed.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from fdm.generation.generate import generate_all
 from fdm.metrics.scores import metrics_record, score, write_metrics
 from fdm.metrics.stats import check_matches, load_stats
 from fdm.names import measure_name, metric_name, steps_for_nfe
+from fdm.provenance import code_version
 from fdm.samples import Samples, format_seeds, parse_seeds, save_grid, save_samples
 
 
@@ -119,15 +124,35 @@ def provenance(
     }
 
 
-def up_to_date(files: PointFiles, expected: dict, metric_keys: Sequence[str]) -> bool:
-    """Whether a point's outputs exist and its metrics.json records exactly ``expected`` (all but the values)."""
+def up_to_date(files: PointFiles, expected: dict, metric_keys: Sequence[str], source_sha256: str) -> bool:
+    """Whether a point's outputs exist, its metrics.json records exactly ``expected`` (all but the values)
+    and its timing.json names the evaluation code ``source_sha256``."""
     if not files.existing():
         return False
     try:
         record = json.loads(Path(files.metrics).read_text(encoding="utf-8"))
+        timing = json.loads(Path(files.timing).read_text(encoding="utf-8")) if files.timing else {}
     except (OSError, ValueError):
         return False
+    if files.timing and (timing.get("code") or {}).get("source_sha256") != source_sha256:
+        return False
     return isinstance(record, dict) and {k: v for k, v in record.items() if k not in metric_keys} == expected
+
+
+def check_trained(run_dir: str, kimg: int, snapshot: str, digest: str) -> None:
+    """Refuse ``snapshot`` if its SHA-256 ``digest`` differs from the one its run's training record names."""
+    record = Path(paths.trained(run_dir))
+    if not record.is_file():  # a run folder made by hand, without the pipeline's record
+        return
+    try:
+        expected = json.loads(record.read_text(encoding="utf-8"))["snapshots"][paths.snapshot_name(kimg)]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise FdmError(f"{record} names no snapshot at {kimg} kimg; rerun the training") from None
+    if expected != digest:
+        raise FdmError(
+            f"{snapshot} has SHA-256 {digest}, but {record} recorded {expected}: the snapshot changed after "
+            "training (rerun the training)"
+        )
 
 
 def evaluate_point(
@@ -150,7 +175,8 @@ def evaluate_point(
     for features, (_, ref) in zip(result["features"], spaces, strict=True):
         values.update(score(features, ref))
     if files.timing is not None:
-        atomic_write_text(files.timing, json.dumps({"started": started, "ended": time.time()}) + "\n")
+        timing = {"started": started, "ended": time.time(), "code": code_version("evaluate")}
+        atomic_write_text(files.timing, json.dumps(timing, sort_keys=True) + "\n")
     if files.samples is not None:
         save_samples(files.samples, Samples(result["images"], result["seeds"], result["labels"], about))
     if files.grid is not None:
@@ -168,6 +194,9 @@ def evaluate_snapshot(plan: EvalPlan, run_dir: str, record: str | None, world: W
     from fdm.snapshot import load_denoiser
 
     snapshot = paths.snapshot(run_dir, plan.kimg)
+    digest = file_sha256(snapshot) if Path(snapshot).is_file() else None
+    if digest is not None:
+        check_trained(run_dir, plan.kimg, snapshot, digest)
     denoiser, _ = load_denoiser(snapshot, world.device)
     shape = (denoiser.img_resolution, denoiser.img_resolution, denoiser.img_channels)
 
@@ -179,13 +208,13 @@ def evaluate_snapshot(plan: EvalPlan, run_dir: str, record: str | None, world: W
     spaces = open_spaces(plan.stats, make_extractor, shape)
     refs = [ref for _, ref in spaces]
     keys = [metric_name(kind, r.extractor, r.mode) for r in refs for kind in ("fid", "kid")]
-    seeds, digest = parse_seeds(plan.seeds), file_sha256(snapshot)
+    seeds, code = parse_seeds(plan.seeds), code_version("evaluate")
     todo, points = [], {}
     for sampler, nfe_value in plan.points:
         about = provenance(snapshot, digest, sampler, nfe_value, seeds)
         files = PointFiles.inside(paths.point(run_dir, plan.kimg, sampler, nfe_value), plan.keep_samples)
         points[f"{sampler}-{nfe_value}"] = files
-        if not up_to_date(files, metrics_record({}, refs, len(seeds), **about), keys):
+        if not up_to_date(files, metrics_record({}, refs, len(seeds), **about), keys, code["source_sha256"]):
             todo.append((about, files))
     for about, files in todo:
         evaluate_point(denoiser, spaces, seeds, about, files, world, plan.batch)
@@ -195,6 +224,8 @@ def evaluate_snapshot(plan: EvalPlan, run_dir: str, record: str | None, world: W
         for name, files in points.items():
             values = json.loads(Path(files.metrics).read_text(encoding="utf-8"))
             entries[name] = {**{k: values[k] for k in keys}, "metrics_sha256": file_sha256(files.metrics)}
-        summary = {"snapshot": snapshot, "snapshot_sha256": digest, "kimg": plan.kimg, "points": entries}
+        summary = {
+            "snapshot": snapshot, "snapshot_sha256": digest, "kimg": plan.kimg, "points": entries, "code": code,
+        }  # fmt: skip
         atomic_write_text(record, json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return [f"{about['sampler']}-{about['nfe']}" for about, _ in todo]

@@ -4,19 +4,26 @@ A job is named by its identity (dataset, variant, training seed, snapshot, featu
 everything else from the profile, so a profile holds only what a person sets and both workflow tools
 derive the same jobs from it (docs/pipeline.md). Where a job's settings are not a whole params key, a
 light job writes them to a small JSON artifact that changes only when they do, and the heavy job reads
-that: ``fdm train-config`` writes ``runs/<dataset>/<variant>/s<seed>/train.json`` for ``fdm train``,
-``fdm eval-config`` writes ``runs/<dataset>/eval/<kimg>.json`` (the points every model is evaluated at
+that: ``fdm train-config`` writes ``<runs>/<dataset>/<variant>/s<seed>/train.json`` for ``fdm train``,
+``fdm eval-config`` writes ``<runs>/<dataset>/eval/<kimg>.json`` (the points every model is evaluated at
 there) for ``fdm evaluate``. DVC then reruns a training or an evaluation exactly when its own settings
-change, as Snakemake's params trigger does. No torch import at module level: the Snakefile imports this.
+change, as Snakemake's params trigger does; ``fdm code-digest`` does the same for code
+(``fdm.provenance``). No torch import at module level: the Snakefile imports this.
+
+Every job of a profile writes under the profile's root (``fdm.paths.out``); ``open_profile`` loads the
+profile and claims the root for it, warning in one line when another profile file of the same name
+wrote there first.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import sys
 from pathlib import Path
 
 from fdm import paths
-from fdm.config import Params
+from fdm.config import Params, load_params
 from fdm.errors import FdmError
 
 
@@ -25,6 +32,43 @@ def write_json(path: str | Path, values: dict) -> None:
     from fdm.atomic import atomic_write_text
 
     atomic_write_text(path, json.dumps(values, indent=2, sort_keys=True) + "\n")
+
+
+def root_conflict(params: Params) -> str | None:
+    """The warning line when the profile's root (``out/<name>/``) was first written by another profile
+    file with other contents (two profiles of the same name in one checkout), else None."""
+    mark = Path(paths.profile_mark(params.name))
+    try:
+        first = json.loads(mark.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if first.get("params_file") == str(params.path) or first.get("sha256") == _file_sha256(params.path):
+        return None
+    return (
+        f"fdm: warning: {params.path} writes into {paths.out(params.name)}/, which {first.get('params_file')} "
+        f"(another profile named {params.name!r}) wrote first; give one of them another name"
+    )
+
+
+def _file_sha256(path) -> str | None:
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def open_profile(path: str | Path) -> Params:
+    """Load the params file of a job; mark the profile's root as its own, or warn (one line) that another
+    profile of the same name wrote there first."""
+    params = load_params(path)
+    warning = root_conflict(params)
+    if warning is not None:
+        print(warning, file=sys.stderr)
+    elif not Path(paths.profile_mark(params.name)).is_file():
+        write_json(
+            paths.profile_mark(params.name), {"params_file": str(params.path), "sha256": _file_sha256(path)}
+        )
+    return params
 
 
 def train_config(params: Params, dataset: str, variant: str, train_seed: int) -> dict:
@@ -48,7 +92,19 @@ def prepare_settings(params: Params, name: str) -> dict:
 
 
 def prepare_dataset(params: Params, name: str, dest: str) -> str:
-    """Run the ``fdm prepare`` preset of dataset ``name``; returns its summary line."""
+    """Prepare dataset ``name`` with its ``fdm prepare`` preset into the shared store (``fdm.store``), keyed
+    by its settings and the preparing code, and copy it to ``dest``; returns a summary line."""
+    from fdm.provenance import source_digest
+    from fdm.store import provide
+
+    inputs = {"settings": prepare_settings(params, name), "source_sha256": source_digest("prepare")}
+    lines = []
+    reused = provide(dest, "datasets", inputs, lambda path: lines.append(_prepare(params, name, path)))
+    return f"{dest}: from the store (prepared before with the same settings and code)" if reused else lines[0]
+
+
+def _prepare(params: Params, name: str, dest: str) -> str:
+    """Run the ``fdm prepare`` preset of dataset ``name`` into ``dest``; returns its summary line."""
     from fdm.data import prepare as stage
 
     d = prepare_settings(params, name)
@@ -98,38 +154,56 @@ def feature_network(extractor: str, dest: str) -> str:
 
 
 def reference_stats(params: Params, dataset: str, extractor: str, dest: str, device=None) -> list[str]:
-    """Statistics of dataset ``dataset`` in every mode the profile scores ``extractor`` in, as
-    ``<dest>/<mode>.npz``; returns the files written."""
+    """Statistics of the profile's dataset ``dataset`` in every mode the profile scores ``extractor`` in,
+    as ``<dest>/<mode>.npz``; returns the files written.
+
+    Each file comes from the shared store (``fdm.store``), keyed by the bytes of the dataset and of the
+    network, the mode and the code, so profiles with the same dataset compute it once.
+    """
+    from fdm.digest import file_sha256
     from fdm.metrics.features import open_network
     from fdm.metrics.stats import dataset_stats
     from fdm.names import modes
+    from fdm.provenance import source_digest
+    from fdm.store import provide
 
     if dataset not in params.datasets:
         raise FdmError(f"{params.path}: no dataset {dataset!r} (datasets: {', '.join(params.datasets)})")
     if extractor not in params.eval.extractors:
         known = ", ".join(params.eval.extractors)
         raise FdmError(f"{params.path}: eval.extractors has no {extractor!r} (it has {known})")
+    data = paths.dataset_zip(params.name, dataset)
+    folder = Path(paths.network(extractor))
+    weights = {p.name: file_sha256(p) for p in sorted(folder.glob("*")) if p.is_file()}
     written = []
     for mode in modes(extractor, params.eval.modes):
         path = f"{dest}/{mode}.npz"
-        network = open_network(extractor, mode, paths.network(extractor), device or "cpu")
-        dataset_stats(paths.dataset_zip(dataset), path, network)
+        inputs = {
+            "dataset_sha256": file_sha256(data), "extractor": extractor, "mode": mode, "network": weights,
+            "source_sha256": source_digest("ref_stats"),
+        }  # fmt: skip
+
+        def make(target, mode=mode):
+            dataset_stats(data, target, open_network(extractor, mode, str(folder), device or "cpu"))
+
+        provide(path, "stats", inputs, make)
         written.append(path)
     return written
 
 
 def import_released(params: Params, dataset: str, formulation: str, record: str) -> str:
     """Import the profile's released checkpoint of ``formulation`` on ``dataset`` as the snapshot of its
-    final milestone in ``runs/<dataset>/<formulation>/pretrained/``, and write ``record`` (its digest, as a
-    training job's record) once it is there; returns a summary line.
+    final milestone in ``<runs>/<dataset>/<formulation>/pretrained/``, and write ``record`` (its digest and
+    the importer's code version, as a training job's record) once it is there; returns a summary line.
 
     The pickle's preconditioner must be ``formulation`` (an FDM_EDMPrecond for fdm_edm, ...).
     """
     from fdm.checkpoints import import_checkpoint
     from fdm.digest import file_sha256
+    from fdm.provenance import code_version
 
     entry = params.released(dataset, formulation)
-    run = paths.pretrained(dataset, formulation)
+    run = paths.pretrained(dataset, formulation, root=paths.runs(params.name))
     snapshot = paths.snapshot(run, params.duration_kimg)
     config = import_checkpoint(entry.url, snapshot, sha256=entry.sha256)
     found = config["formulation"]["name"]
@@ -143,6 +217,7 @@ def import_released(params: Params, dataset: str, formulation: str, record: str)
         "run": run,
         "source": entry.url,
         "snapshots": {paths.snapshot_name(params.duration_kimg): file_sha256(snapshot)},
+        "code": code_version("import_checkpoint"),
     }
     write_json(record, summary)
     return f"{entry.url} -> {snapshot} ({config['imported']['class_name']})"

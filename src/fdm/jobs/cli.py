@@ -1,8 +1,11 @@
-"""`fdm prepare-dataset`, `fdm feature-net`, `fdm train-config` and `fdm eval-config`: the pipeline's light jobs."""
+"""`fdm prepare-dataset`, `fdm feature-net`, `fdm train-config`, `fdm eval-config` and `fdm code-digest`: the
+pipeline's light jobs."""
 
 from __future__ import annotations
 
 import click
+
+from fdm.errors import FdmError
 
 _PARAMS = click.option(
     "--params", "params_path", default="params.yaml", show_default=True, type=click.Path(dir_okay=False)
@@ -21,13 +24,11 @@ def train_config_command(params_path, dataset, variant, train_seed, dest):
 
     \b
     fdm train-config --params params.yaml --dataset digits --variant fdm_edm --train-seed 0 \\
-        --dest runs/digits/fdm_edm/s0/train.json
-    fdm train --config runs/digits/fdm_edm/s0/train.json --data data/digits.zip --outdir runs/digits/fdm_edm/s0
+        --dest out/smoke/runs/digits/fdm_edm/s0/train.json
     """
-    from fdm.config import load_params
-    from fdm.jobs import train_config, write_json
+    from fdm.jobs import open_profile, train_config, write_json
 
-    write_json(dest, train_config(load_params(params_path), dataset, variant, train_seed))
+    write_json(dest, train_config(open_profile(params_path), dataset, variant, train_seed))
     click.echo(f"wrote {dest}")
 
 
@@ -42,13 +43,12 @@ def eval_config_command(params_path, dataset, kimg, dest):
     """Write the evaluation plan of one snapshot milestone (points, seeds, scoring), for `fdm evaluate --config`.
 
     \b
-    fdm eval-config --params params.yaml --dataset digits --kimg 20 --dest runs/digits/eval/20.json
-    fdm evaluate --config runs/digits/eval/20.json --run runs/digits/edm/s0
+    fdm eval-config --params params.yaml --dataset digits --kimg 20 --dest out/smoke/runs/digits/eval/20.json
+    fdm evaluate --config out/smoke/runs/digits/eval/20.json --run out/smoke/runs/digits/edm/s0
     """
-    from fdm.config import load_params
-    from fdm.jobs import write_json
+    from fdm.jobs import open_profile, write_json
 
-    write_json(dest, load_params(params_path).eval_plan(dataset, kimg))
+    write_json(dest, open_profile(params_path).eval_plan(dataset, kimg))
     click.echo(f"wrote {dest}")
 
 
@@ -60,12 +60,11 @@ def prepare_dataset_command(params_path, dataset, dest):
     """Prepare a dataset of the profile with the `fdm prepare` preset its entry names (source, raw, size).
 
     \b
-    fdm prepare-dataset --params config/paper.yaml --dataset ffhq --dest data/ffhq.zip
+    fdm prepare-dataset --params config/paper.yaml --dataset ffhq --dest out/paper/data/ffhq.zip
     """
-    from fdm.config import load_params
-    from fdm.jobs import prepare_dataset
+    from fdm.jobs import open_profile, prepare_dataset
 
-    click.echo(prepare_dataset(load_params(params_path), dataset, dest))
+    click.echo(prepare_dataset(open_profile(params_path), dataset, dest))
 
 
 @click.command("feature-net")
@@ -83,3 +82,21 @@ def feature_net_command(extractor, dest):
     from fdm.jobs import feature_network
 
     click.echo(feature_network(extractor, dest))
+
+
+@click.command("code-digest")
+@click.option("--stage", required=True, help="A pipeline stage: prepare, train, evaluate, report, ...")
+@_DEST
+def code_digest_command(stage, dest):
+    """Write the digest of a stage's source code, which the stage's jobs depend on (rerun when it changes).
+
+    \b
+    fdm code-digest --stage evaluate --dest data/code/evaluate.json
+    """
+    from fdm.jobs import write_json
+    from fdm.provenance import STAGES, digest_record
+
+    if stage not in STAGES:
+        raise FdmError(f"unknown stage {stage!r}; expected one of {', '.join(STAGES)}")
+    write_json(dest, digest_record(stage))
+    click.echo(f"wrote {dest}")

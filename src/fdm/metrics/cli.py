@@ -106,20 +106,19 @@ def ref_stats_command(
     fdm ref-stats --data data/digits.zip --extractor digitsnet --featnet data/networks/digitsnet/digitsnet.pt \\
         --dest digits.digitsnet.npz
     fdm ref-stats --data data/cifar10.zip --mode legacy_tensorflow --dest cifar10.legacy_tensorflow.npz
-    fdm ref-stats --params params.yaml --dataset digits --extractor digitsnet --dest data/stats/digits/digitsnet
+    fdm ref-stats --params params.yaml --dataset digits --extractor digitsnet --dest out/smoke/data/stats/digits/digitsnet
     """
     from fdm.distributed import resolve_device
 
     if params_path is not None:
-        from fdm.config import load_params
-        from fdm.jobs import reference_stats
+        from fdm.jobs import open_profile, reference_stats
 
         if data or mode or featnet or inception_dir or not dataset:
             raise FdmError(
                 "with --params give --dataset, --extractor and --dest only (the rest is the profile's)"
             )
         for path in reference_stats(
-            load_params(params_path), dataset, extractor, dest, resolve_device(device)
+            open_profile(params_path), dataset, extractor, dest, resolve_device(device)
         ):
             click.echo(f"wrote {path}")
         return

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from fdm.config import load_params
+from fdm import paths
+from fdm.jobs import open_profile
 from fdm.report.write import write_report
 
 
@@ -13,12 +14,13 @@ from fdm.report.write import write_report
     "--params", "params_path", default="params.yaml", show_default=True, type=click.Path(dir_okay=False)
 )
 @click.option(
-    "--runs", default="runs", show_default=True, type=click.Path(file_okay=False), help="Run folders."
+    "--runs", type=click.Path(file_okay=False), help="Run folders [default: out/<profile name>/runs]."
 )
 @click.option(
-    "--out", default="reports", show_default=True, type=click.Path(file_okay=False), help="Output folder."
+    "--out", type=click.Path(file_okay=False), help="Output folder [default: out/<profile name>/reports]."
 )
-def report(params_path: str, runs: str, out: str) -> None:
+def report(params_path: str, runs: str | None, out: str | None) -> None:
     """Tables and plots (FID vs Mimg, FID vs NFE, FDM speedups) from every metrics.json under RUNS."""
-    for path in write_report(load_params(params_path), runs, out):
+    params = open_profile(params_path)
+    for path in write_report(params, runs or paths.runs(params.name), out or paths.reports(params.name)):
         click.echo(f"wrote {path}")

@@ -20,23 +20,19 @@ def write_json(path: str | os.PathLike, record: dict) -> None:
     "--params", "params_path", default="params.yaml", show_default=True, type=click.Path(dir_okay=False)
 )
 @click.option(
-    "--runs", default="runs", show_default=True, type=click.Path(file_okay=False), help="Run folders."
+    "--runs", type=click.Path(file_okay=False), help="Run folders [default: out/<profile name>/runs]."
 )
 @click.option(
     "--reports",
-    default="reports",
-    show_default=True,
     type=click.Path(file_okay=False),
-    help="Report folders.",
+    help="Report folders [default: out/<profile name>/reports].",
 )
 @click.option(
     "--dest",
-    default="mlflow_runs.json",
-    show_default=True,
     type=click.Path(dir_okay=False),
-    help="Marker JSON to write: run ids, or logged: false and the reason.",
+    help="Marker JSON to write: run ids, or logged: false and the reason [default: out/<profile name>/mlflow_runs.json].",
 )
-def track_command(params_path: str, runs: str, reports: str, dest: str) -> None:
+def track_command(params_path: str, runs: str | None, reports: str | None, dest: str | None) -> None:
     """Log every model, evaluation and report under RUNS and REPORTS to MLflow, idempotently.
 
     The store is MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here. Runs whose files did not change
@@ -44,12 +40,16 @@ def track_command(params_path: str, runs: str, reports: str, dest: str) -> None:
     marker with "logged": false and exits 0; run it again later to log everything.
 
     \b
-    fdm track --params params.yaml --runs runs --reports reports --dest mlflow_runs.json
+    fdm track --params params.yaml --runs out/smoke/runs --reports out/smoke/reports --dest out/smoke/mlflow_runs.json
     """
-    from fdm.config import load_params
+    from fdm import paths
+    from fdm.jobs import open_profile
     from fdm.tracking import sync
 
-    record = sync(load_params(params_path), runs, reports)
+    params = open_profile(params_path)
+    runs, reports = runs or paths.runs(params.name), reports or paths.reports(params.name)
+    dest = dest or paths.tracked(params.name)
+    record = sync(params, runs, reports)
     write_json(dest, record)
     if record["logged"]:
         counts = record["runs"]

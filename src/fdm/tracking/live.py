@@ -52,6 +52,11 @@ class Tracker:
             warn(f"{what}: {reason(err)}")
             self._client = None
 
+    def log_params(self, params: dict) -> None:
+        """Log more params (a snapshot's path and digest, as it is written)."""
+        if self._client is not None:
+            self._guard("log", log, self._client, self._run_id, params, [])
+
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         """Log the finite numeric ``metrics`` at ``step`` (images seen)."""
         if self._client is not None:

@@ -188,6 +188,11 @@ class TrainConfig:
             for f in dataclasses.fields(self)
         }
 
+    def model_settings(self) -> dict[str, Any]:
+        """The settings that describe the model and its training (not where or how it ran, nor the dataset
+        file's path): what a snapshot's metadata, the run's record and its MLflow params hold."""
+        return {k: v for k, v in self.to_dict().items() if k not in RUNTIME_ONLY and k != "dataset"}
+
     def resume_mismatch(self, saved: dict[str, Any]) -> list[str]:
         """Names of settings that differ from a saved run's and may not change on resume."""
         current = self.to_dict()

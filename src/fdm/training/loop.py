@@ -40,12 +40,14 @@ import torch
 from tqdm import tqdm
 
 from fdm.atomic import atomic_write_text
+from fdm.digest import file_sha256
 from fdm.distributed import World, all_reduce_sum, device_for, join, leave
 from fdm.errors import FdmError
 from fdm.faults import fault_point
+from fdm.provenance import code_version
 from fdm.seeding import derive_seed
 from fdm.training.augment import AUGMENT_DIM, augment
-from fdm.training.config import RUNTIME_ONLY, TrainConfig
+from fdm.training.config import TrainConfig
 from fdm.training.ema import ema_beta, update_ema
 from fdm.training.numerics import configure_numerics
 from fdm.training.run_folder import (
@@ -152,6 +154,7 @@ class TrainingRun:
         shape = (self.dataset.channels, self.dataset.resolution, self.dataset.resolution)
         self.stream = SampleStream(cfg.seed, len(self.dataset), self.formulation, shape, cfg.augment_p > 0)
         self.images_seen, self.step, self.log_bytes = 0, 0, 0
+        self.code = [code_version("train")]  # every code version that trained this run, oldest first
 
     # ------------------------------------------------------------------ state and outputs
 
@@ -175,6 +178,16 @@ class TrainingRun:
             int(state["step"]),
             state["log_bytes"],
         )
+        earlier = list(state.get("code", []))
+        if earlier and earlier[-1].get("source_sha256") != self.code[0]["source_sha256"]:
+            print(
+                f"{self.run_dir}: warning: resuming a run that other training code started; its record "
+                "will list both versions",
+                file=sys.stderr,
+            )
+            self.code = earlier + self.code
+        elif earlier:
+            self.code = earlier
         missing = passed_milestones_missing(self.cfg, self.images_seen)
         if missing:
             raise FdmError(
@@ -197,6 +210,7 @@ class TrainingRun:
                 "step": self.step,
                 "config": self.cfg.to_dict(),
                 "log_bytes": self.log_bytes,
+                "code": self.code,
             },
         )
 
@@ -205,7 +219,7 @@ class TrainingRun:
 
         if not self.world.is_main:
             return
-        training = {k: v for k, v in self.cfg.to_dict().items() if k not in RUNTIME_ONLY and k != "dataset"}
+        training = self.cfg.model_settings()
         config = {
             "network": self.net_config,
             "formulation": self.formulation.config(),
@@ -300,7 +314,7 @@ class TrainingRun:
     # ------------------------------------------------------------------ the loop
 
     def run(self) -> None:
-        from fdm.tracking import Tracker
+        from fdm.tracking import Tracker, model_params, model_run_name, source_tags
 
         cfg, main = self.cfg, self.world.is_main
         resumed = self.resume()
@@ -328,10 +342,13 @@ class TrainingRun:
             cfg.tracking and main,
             self.run_dir,
             cfg.experiment,
-            run_name=self.run_dir.name,
-            params={k: v for k, v in cfg.to_dict().items() if k not in RUNTIME_ONLY},
-            tags={"stage": "train", "formulation": cfg.formulation, "dataset": Path(cfg.dataset).stem},
-        )
+            run_name=model_run_name(self.run_dir.parent.name, self.run_dir.name),
+            params=model_params(cfg.model_settings()),
+            tags={
+                "stage": "train", "formulation": cfg.formulation, "dataset": Path(cfg.dataset).stem,
+                **source_tags(self.code[-1], "train"),
+            },
+        )  # fmt: skip
         log = self.open_log() if main else None
         bar = tqdm(
             total=duration,
@@ -355,6 +372,9 @@ class TrainingRun:
                 for kimg in crossed:
                     self.save_snapshot(kimg)
                     milestones.remove(kimg)
+                    if main:
+                        shot = snapshot_path(self.run_dir, kimg)
+                        tracker.log_params(model_params({}, {str(shot): file_sha256(shot)}))
                 if self.images_seen >= next_tick or done:
                     elapsed = time.perf_counter() - tick_start
                     record = {
@@ -413,9 +433,10 @@ def train(cfg: TrainConfig, restart_on_change: bool = False, record: str | os.Pa
         torch.set_num_threads(cfg.threads)
     world = join(device_for(cfg.gpus, cfg.device))
     try:
-        TrainingRun(cfg, world).run()
+        run = TrainingRun(cfg, world)
+        run.run()
     finally:
         leave(world)
     if record is not None and is_main:
-        atomic_write_text(record, json.dumps(snapshot_record(cfg), indent=2) + "\n")
+        atomic_write_text(record, json.dumps(snapshot_record(cfg, run.code), indent=2, sort_keys=True) + "\n")
     return Path(cfg.outdir)

@@ -1,9 +1,11 @@
 """The run folder of ``fdm train``: what it holds, and whether a saved run in it can continue.
 
-``runs/<dataset>/<variant>/s<seed>/`` (``fdm.paths``) holds ``snapshots/<kimg>.safetensors`` (one per
-milestone), ``state.pt`` (the resume state, ``fdm.training.state``), ``train.jsonl`` (one line per
-tick) and, once training is complete, ``trained.json`` (``snapshot_record``): the file the workflows
-declare as the job's output, so that a killed job's rerun resumes from state.pt.
+A run folder (``fdm.paths.RUN``) holds ``snapshots/<kimg>.safetensors`` (one per milestone),
+``state.pt`` (the resume state, ``fdm.training.state``), ``train.jsonl`` (one line per tick) and, once
+training is complete, ``trained.json`` (``snapshot_record``): the file the workflows declare as the job's
+output, so that a killed job's rerun resumes from state.pt. The record names the code that trained the
+run (``fdm.provenance.code_version``); a saved run that other training code started is started over by
+the pipeline (``--restart-on-change``), as one with other settings is.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 
 from fdm import paths
 from fdm.digest import file_sha256
+from fdm.provenance import source_digest
 from fdm.training.config import TrainConfig
 from fdm.training.state import load_state
 
@@ -40,8 +43,9 @@ def discard_stale_run(cfg: TrainConfig) -> list[str]:
     A pipeline reruns a training job both after a kill (same settings: resume) and after its settings
     were edited: it starts over where the saved state.pt was written with other settings (settings that
     may change on resume, ``RESUMABLE_CHANGES`` such as a longer ``duration_kimg``, do not count), or
-    where a snapshot milestone was added that the state is already past. On the CPU the new run
-    reproduces the old snapshots bit for bit.
+    where a snapshot milestone was added that the state is already past, or where other training code
+    wrote it (``fdm.provenance``: the pipeline reruns a training job when its code changes). On the CPU
+    the new run reproduces the old snapshots bit for bit.
     """
     run_dir = Path(cfg.outdir)
     state_path = run_dir / STATE_FILE
@@ -50,6 +54,11 @@ def discard_stale_run(cfg: TrainConfig) -> list[str]:
     state = load_state(state_path)
     missing = passed_milestones_missing(cfg, int(state["images_seen"]))
     reasons = cfg.resume_mismatch(state["config"])
+    code = state.get("code") or [{}]
+    if code[-1].get("source_sha256") not in (None, source_digest("train")):
+        reasons.append(
+            f"training code (source {code[-1]['source_sha256'][:12]} -> {source_digest('train')[:12]})"
+        )
     if missing:
         reasons.append(f"snapshot_kimg ({', '.join(f'{m:g}' for m in missing)} kimg already passed)")
     if reasons:
@@ -59,13 +68,20 @@ def discard_stale_run(cfg: TrainConfig) -> list[str]:
     return reasons
 
 
-def snapshot_record(cfg: TrainConfig) -> dict:
-    """A finished run's record: the file name and SHA-256 of the snapshot of every milestone, in kimg order."""
+def snapshot_record(cfg: TrainConfig, code: list[dict]) -> dict:
+    """A finished run's record: the file name and SHA-256 of the snapshot of every milestone, in kimg order,
+    the settings that describe the model (``TrainConfig.model_settings``) and the code that trained it (``code``: every version, oldest first; ``code_history`` only when a run
+    was resumed by hand across a code change)."""
     run_dir = Path(cfg.outdir)
-    return {
+    record = {
         "run": str(run_dir),
         "snapshots": {
             paths.snapshot_name(kimg): file_sha256(snapshot_path(run_dir, kimg))
             for kimg in cfg.milestones_kimg()
         },
+        "settings": cfg.model_settings(),
+        "code": code[-1],
     }
+    if len(code) > 1:
+        record["code_history"] = code
+    return record
