@@ -323,10 +323,43 @@ def test_pickled_state_is_refused_on_resume(tiny_data, tmp_path):
         train(tiny_config(tiny_data, run_dir))
 
 
+def _first_step(cfg: TrainConfig) -> tuple[float, set, set]:
+    """A run's first optimizer step from generic weights (at initialisation the network's output is
+    scaled by 1e-5, too little to move a float32 loss): its loss, the autocast dtypes in force inside
+    the network's forward pass (None: autocast off), and the dtypes of the network's outputs."""
+    from fdm.distributed import processes
+    from fdm.training.loop import TrainingRun
+
+    inside, outputs = set(), set()
+
+    def before(module, args):
+        inside.add(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None)
+
+    def after(module, args, output):
+        outputs.add(output.dtype)
+
+    with processes("cpu") as world:
+        run = TrainingRun(cfg, world)
+        generator = torch.Generator().manual_seed(1)
+        with torch.no_grad():
+            for p in run.net.parameters():
+                p.copy_(0.2 * torch.randn(p.shape, generator=generator))
+        run.net.register_forward_pre_hook(before)
+        run.net.register_forward_hook(after)
+        return run.optimizer_step(), inside, outputs
+
+
 def test_bf16_autocast_trains_on_the_cpu(tiny_data, tmp_path):
-    run_dir = train(
-        tiny_config(tiny_data, tmp_path / "bf16", precision="bf16", duration_kimg=0.016, snapshot_kimg=())
-    )
+    """bf16 is entered around the forward pass (the network computes in bfloat16) and changes the loss's
+    bits against fp32 on the same draws and weights; the weights it writes stay float32 and finite."""
+    cfg = tiny_config(tiny_data, tmp_path / "bf16", precision="bf16", duration_kimg=0.016, snapshot_kimg=())
+    bf16_loss, inside, outputs = _first_step(cfg)
+    assert inside == {torch.bfloat16} and outputs == {torch.bfloat16}
+    fp32_loss, inside, outputs = _first_step(dataclasses.replace(cfg, precision="fp32"))
+    assert inside == {None} and outputs == {torch.float32}
+    assert math.isfinite(bf16_loss) and bf16_loss != fp32_loss
+    assert bf16_loss == pytest.approx(fp32_loss, rel=0.05)  # the same quantity, rounded differently
+    run_dir = train(cfg)
     state_dict, _ = load_snapshot(snapshot_path(run_dir, 0.016))
     assert all(t.dtype == torch.float32 and torch.isfinite(t).all() for t in state_dict.values())
 
