@@ -75,6 +75,24 @@ def test_kid_is_near_zero_for_one_distribution_and_grows_with_a_shift():
     assert shifted > 0
 
 
+def test_kid_of_two_equal_sized_sets_is_their_unbiased_mmd():
+    """KID is the unbiased squared MMD with the kernel k(a, b) = (a.b / d + 1)^3 (Binkowski et al. 2018,
+    arXiv 1801.01401): averaged over subsets, but subsets of two sets' full size hold every feature, so
+    here it is the MMD of the whole sets, written out by hand."""
+    x, y = gaussian_features(n=60, seed=1), gaussian_features(n=60, seed=2) + 0.5
+    n, d = x.shape
+
+    def kernel(a, b):
+        return (a @ b.T / d + 1) ** 3
+
+    within = (kernel(x, x).sum() - np.trace(kernel(x, x)) + kernel(y, y).sum() - np.trace(kernel(y, y))) / (
+        n * (n - 1)
+    )
+    expected = within - 2 * kernel(x, y).mean()
+    assert kid(x, y) == pytest.approx(expected, rel=1e-9)
+    assert kid(y, x) == pytest.approx(expected, rel=1e-9)
+
+
 def test_kid_is_repeatable_and_leaves_numpy_global_state_alone():
     a, b = gaussian_features(n=300, seed=1), gaussian_features(n=300, seed=2)
     np.random.seed(123)  # noqa: NPY002
