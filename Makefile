@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint fault-drill clean
+.PHONY: run test lint fault-drill mutation clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,5 +27,11 @@ test: lint
 fault-drill: $(STAMP)
 	FDM_FAULT_DRILL=1 $(BIN)/python -m pytest -q -m fault_drill
 
+# Mutation testing of the core packages with mutmut (bench/mutation.py, docs/benchmarks.md); `make test`
+# does not run it. MUTATION_ARGS passes options, e.g. MUTATION_ARGS="--only src/fdm/metrics/scores.py".
+mutation: $(STAMP)
+	$(BIN)/python -m pip install --quiet --progress-bar off -e '.[mutation]'
+	$(BIN)/python bench/mutation.py $(MUTATION_ARGS)
+
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache .mutation

@@ -27,11 +27,27 @@ def reach(point: str, where: str, cwd: Path, **env: str) -> subprocess.Completed
     )
 
 
-def test_a_point_does_nothing_unless_named(tmp_path, monkeypatch):
-    monkeypatch.delenv("FDM_FAULT", raising=False)
-    fault_point("train:after_state", "runs/a")
-    monkeypatch.setenv("FDM_FAULT", "train:before_state")
-    fault_point("train:after_state", "runs/a")
+def test_a_point_does_nothing_unless_named(tmp_path):
+    """One process passes the points FDM_FAULT does not name (another point; the named point elsewhere)
+    and then dies at the one it names: the same call is a no-op or a kill by the name alone."""
+    code = (
+        "from fdm.faults import fault_point\n"
+        "fault_point('train:after_state', 'runs/a'); print('other point', flush=True)\n"
+        "fault_point('train:before_state', 'runs/b'); print('other path', flush=True)\n"
+        "fault_point('train:before_state', 'runs/a'); print('named point', flush=True)\n"
+    )
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("FDM_FAULT")}
+    environment["FDM_FAULT"] = "train:before_state@runs/a"
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=environment, capture_output=True, text=True
+    )
+    assert result.stdout == "other point\nother path\n"
+    assert result.returncode == -signal.SIGKILL
+    del environment["FDM_FAULT"]  # unset: every point is a no-op
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=environment, capture_output=True, text=True
+    )
+    assert (result.returncode, result.stdout) == (0, "other point\nother path\nnamed point\n")
 
 
 def test_the_named_point_kills_its_process(tmp_path):

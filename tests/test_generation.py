@@ -73,6 +73,27 @@ def test_images_do_not_depend_on_batch_size(snapshots, which):
     assert len({image.tobytes() for image in images}) == 5  # Different seeds, different images.
 
 
+@pytest.mark.parametrize("which", [0, 1], ids=["unconditional", "conditional"])
+def test_one_euler_step_is_the_denoised_latent_of_the_seed(snapshots, which):
+    """The seed protocol from first principles: seed s draws z ~ N(0, I) from its own generator (then the
+    class); one Euler step from sigma_max = 80 onto 0 lands on D(80 z; 80); the image is
+    clip(127.5 D + 128, 0, 255) truncated to uint8 (EDM's generate.py)."""
+    denoiser, _ = load_denoiser(snapshots[which])
+    seeds = [5, 0, 17]
+    run = generate_all(denoiser, seeds, "euler", 1, batch_size=2)
+    for seed, image, label in zip(seeds, run["images"], run["labels"], strict=True):
+        generator = torch.Generator().manual_seed(seed)
+        z = torch.randn([1, 1, 8, 8], generator=generator)
+        onehot = None
+        if which:
+            onehot = torch.eye(3)[[int(torch.randint(3, size=[], generator=generator))]]
+            assert label == onehot.argmax()
+        with torch.no_grad():
+            denoised = denoiser(80.0 * z.double(), torch.tensor([80.0], dtype=torch.float64), onehot)
+        expected = (denoised.double() * 127.5 + 128).clip(0, 255).floor().to(torch.uint8)[0].permute(1, 2, 0)
+        np.testing.assert_array_equal(image, expected.numpy())
+
+
 def test_class_is_drawn_after_the_latent_from_the_seed(snapshots):
     denoiser, _ = load_denoiser(snapshots[1])
     seeds = list(range(12))

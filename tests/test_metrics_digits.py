@@ -51,11 +51,24 @@ def test_featnet_held_out_accuracy_is_at_least_97_percent(stages):
     assert info["held_out_count"] == 360 and info["train_count"] == 1797 - 360  # Stratified 20%.
     net = torch.jit.load(str(stages["digitsnet.pt"]))
     assert net(torch.zeros(2, 1, 16, 16)).shape == (2, info["feature_dim"])
+    # Not only the network's own report: the saved file, on all 1,797 digits (80% of them seen in training).
+    assert accuracy(net, stages["images"], stages["labels"]) >= 0.97
 
 
-def test_featnet_training_is_deterministic(stages):
-    images, labels = stages["images"][:400], stages["labels"][:400]
-    (a, _), (b, _) = (train_featnet(images, labels, seed=3, epochs=1) for _ in range(2))
+def accuracy(net, images: np.ndarray, labels: np.ndarray) -> float:
+    """The share of ``images`` (uint8 [N, H, W, C]) whose class ``net.logits`` gets right, measured here."""
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).to(torch.float32, memory_format=torch.contiguous_format)
+    with torch.no_grad():
+        return float((net.logits(x).argmax(dim=1).numpy() == labels).mean())
+
+
+def test_featnet_training_learns_and_is_deterministic(stages):
+    """Five epochs on 400 digits: the network classifies the 1,397 digits it never saw far above chance
+    (0.1; about 0.8 measured, 0.76 to 0.82 over seeds 0 to 3), and a second run repeats it bit for bit."""
+    images, labels = stages["images"], stages["labels"]
+    (a, info), (b, _) = (train_featnet(images[:400], labels[:400], seed=3, epochs=5) for _ in range(2))
+    assert 0.7 <= accuracy(a, images[400:], labels[400:]) <= 1.0
+    assert 0.7 <= info["held_out_accuracy"] <= 1.0
     for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         assert torch.equal(pa, pb), name
 

@@ -1,12 +1,14 @@
 """FID/KID on synthetic features (closed forms, invariants) and the reference-statistics file."""
 
+import json
+
 import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
 from fdm.errors import FdmError
 from fdm.metrics.features import FeatureExtractor
-from fdm.metrics.scores import fid, kid, metric_name, score
+from fdm.metrics.scores import fid, kid, metric_name, metrics_record, score, write_metrics
 from fdm.metrics.stats import ReferenceStats, check_matches, feature_moments, load_stats, save_stats
 
 
@@ -75,13 +77,39 @@ def test_kid_is_near_zero_for_one_distribution_and_grows_with_a_shift():
     assert shifted > 0
 
 
+def test_kid_of_two_equal_sized_sets_is_their_unbiased_mmd():
+    """KID is the unbiased squared MMD with the kernel k(a, b) = (a.b / d + 1)^3 (Binkowski et al. 2018,
+    arXiv 1801.01401): averaged over subsets, but subsets of two sets' full size hold every feature, so
+    here it is the MMD of the whole sets, written out by hand."""
+
+    def kernel(a, b):
+        return (a @ b.T / a.shape[1] + 1) ** 3
+
+    def mmd(x, y):
+        n = len(x)
+        within = kernel(x, x).sum() - np.trace(kernel(x, x)) + kernel(y, y).sum() - np.trace(kernel(y, y))
+        return within / (n * (n - 1)) - 2 * kernel(x, y).mean()
+
+    # float32 features, as extractors give them: the distance is still computed in float64.
+    x = gaussian_features(n=60, seed=1).astype(np.float32)
+    y = (gaussian_features(n=60, seed=2) + 0.5).astype(np.float32)
+    expected = mmd(x.astype(np.float64), y.astype(np.float64))
+    assert kid(x, y) == pytest.approx(expected, rel=1e-9)
+    assert kid(y, x) == pytest.approx(expected, rel=1e-9)
+    assert kid(x[:2], y[:2]) == pytest.approx(
+        mmd(x[:2].astype(np.float64), y[:2].astype(np.float64)), rel=1e-9
+    )
+
+
 def test_kid_is_repeatable_and_leaves_numpy_global_state_alone():
-    a, b = gaussian_features(n=300, seed=1), gaussian_features(n=300, seed=2)
+    # Sets of different sizes: each subset of the larger one is a random draw, so repeating needs the seed.
+    a, b = gaussian_features(n=40, seed=1), gaussian_features(n=80, seed=2)
     np.random.seed(123)  # noqa: NPY002
     before = np.random.get_state()[1].copy()  # noqa: NPY002
     assert kid(a, b) == kid(a, b)
+    assert kid(a, b, seed=1) != kid(a, b)
     np.testing.assert_array_equal(np.random.get_state()[1], before)  # noqa: NPY002
-    with pytest.raises(FdmError, match="at least 2"):
+    with pytest.raises(FdmError, match="^KID needs at least 2 images in each set$"):
         kid(a[:1], b)
 
 
@@ -91,6 +119,32 @@ def test_metric_names_carry_extractor_and_mode():
     assert metric_name("fid", "digitsnet", "native") == "fid_digitsnet"
     features = gaussian_features(n=100)
     assert set(score(features, stats_of(features))) == {"fid_digitsnet", "kid_digitsnet"}
+
+
+def test_metrics_record_says_what_each_feature_space_was_measured_with(tmp_path):
+    """metrics.json: the values by metric name at the top, the sample count, then the extractor, mode,
+    network digest and reference of one feature space at the top, or of several under scoring.<space>."""
+    features = gaussian_features(n=20)
+    digits = stats_of(features)
+    clean = stats_of(features, extractor="inception", mode="clean", sha="c" * 64, shape=(32, 32, 3))
+    legacy = stats_of(features, extractor="inception", mode="legacy_tensorflow", sha="c" * 64)
+    measured = {
+        "extractor": "digitsnet",
+        "mode": "native",
+        "extractor_sha256": "a" * 64,
+        "reference": {"dataset": "x.zip", "dataset_sha256": "b" * 64, "count": 20},
+    }
+    path = tmp_path / "eval" / "metrics.json"
+    path.parent.mkdir()
+    record = write_metrics(path, {"fid_digitsnet": 1.5}, [digits], 20, sampler="heun", nfe=35)
+    assert record == {"fid_digitsnet": 1.5, "num_samples": 20, **measured, "sampler": "heun", "nfe": 35}
+    assert json.loads(path.read_text()) == record and path.read_text().endswith("}\n")
+    assert [p.name for p in path.parent.iterdir()] == ["metrics.json"]
+    both = metrics_record({"fid_inception_clean": 2.0}, [clean, legacy], 7)
+    assert set(both) == {"fid_inception_clean", "num_samples", "scoring"}
+    assert both["scoring"]["inception_clean"] == {**measured, "extractor": "inception", "mode": "clean",
+                                                  "extractor_sha256": "c" * 64}  # fmt: skip
+    assert both["scoring"]["inception_legacy_tensorflow"]["mode"] == "legacy_tensorflow"
 
 
 def test_stats_file_round_trip(tmp_path):

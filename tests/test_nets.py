@@ -92,14 +92,70 @@ def test_output_shape_equals_input_shape(arch, res, conditional):
     assert y.shape == x.shape and y.dtype == x.dtype and torch.isfinite(y).all()
 
 
+def variant(encoder_type="standard", decoder_type="standard"):
+    """NCSN++ at 16x16 over three levels with the box filter: downsampling is 2x2 averaging, upsampling
+    repeats each pixel over a 2x2 block (test_box_filter_is_average_pool_and_nearest_upsampling)."""
+    net = small_net(
+        "ncsnpp", 16, channels=2, channel_mult=(1, 2, 2), encoder_type=encoder_type, decoder_type=decoder_type,
+        resample_filter=(1, 1),
+    )  # fmt: skip
+    return randomised(net).eval()
+
+
+def silenced(conv):
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.bias.zero_()
+
+
 @pytest.mark.parametrize("encoder_type", ["standard", "skip", "residual"])
 @pytest.mark.parametrize("decoder_type", ["standard", "skip"])
-def test_encoder_and_decoder_variants(encoder_type, decoder_type):
-    net = small_net(
-        "ncsnpp", 16, channels=2, channel_mult=(1, 2, 2), encoder_type=encoder_type, decoder_type=decoder_type
-    )
+def test_encoder_and_decoder_variants_keep_the_shape(encoder_type, decoder_type):
+    net = variant(encoder_type, decoder_type)
     x = torch.randn(2, 2, 16, 16)
     assert net(x, torch.randn(2)).shape == x.shape
+
+
+def test_encoder_variants_feed_the_image_in_their_own_way():
+    """With the input convolution silenced, the image reaches the output only through the encoder's own
+    image path: none for "standard"; for "skip", the image averaged over 2x2 blocks (and coarser), so a
+    change that keeps every block's mean is invisible; for "residual", convolutions at the finer level
+    first, which see it."""
+    torch.manual_seed(2)
+    x, c_noise = torch.randn(2, 2, 16, 16), torch.randn(2)
+    r = torch.randn(2, 2, 16, 16)
+    within_blocks = r - F.interpolate(F.avg_pool2d(r, 2), scale_factor=2, mode="nearest")  # block means 0
+    across_blocks = F.interpolate(torch.randn(2, 2, 8, 8), scale_factor=2, mode="nearest")
+    outputs = {}
+    for encoder_type in ("standard", "skip", "residual"):
+        net = variant(encoder_type)
+        silenced(net.stem)
+        with torch.no_grad():
+            outputs[encoder_type] = [net(x + d, c_noise) for d in (0, within_blocks, across_blocks)]
+    y, y_within, y_across = outputs["standard"]
+    assert torch.equal(y, y_within) and torch.equal(y, y_across)
+    y, y_within, y_across = outputs["skip"]
+    torch.testing.assert_close(y_within, y, rtol=0, atol=1e-5 * float(y.abs().max()))
+    assert relative_change(y, y_across) > 1e-3
+    y, y_within, y_across = outputs["residual"]
+    assert relative_change(y, y_within) > 1e-3 and relative_change(y, y_across) > 1e-3
+
+
+def test_decoder_variants_build_the_output_their_own_way():
+    """With the full-resolution output head silenced, the "standard" decoder (that head only) outputs 0;
+    the "skip" decoder still outputs the upsampled sum of its coarser heads: 2x2 blocks of equal pixels."""
+    x, c_noise = torch.randn(2, 2, 16, 16), torch.randn(2)
+    for decoder_type in ("standard", "skip"):
+        net = variant(decoder_type=decoder_type)
+        silenced(net.out_heads["0"][-1])
+        with torch.no_grad():
+            y = net(x, c_noise)
+        if decoder_type == "standard":
+            assert not y.any()
+        else:
+            assert y.abs().min() > 0
+            blocks = F.interpolate(y[..., ::2, ::2], scale_factor=2, mode="nearest")
+            assert torch.equal(y, blocks)
 
 
 def test_output_depends_on_noise_labels():

@@ -1,5 +1,6 @@
 """The speedup definition (docs/report.md, "Speedup"), on curves whose crossings are computed by hand."""
 
+import itertools
 import math
 
 import numpy as np
@@ -118,3 +119,26 @@ def test_bootstrap_is_a_pure_function_of_the_records():
 def test_curves_hold_missing_runs_as_nan():
     curves = Curves((10, 20), np.array([[1.0, math.nan], [3.0, 5.0]]))
     assert curves.mean() == {10: 2.0, 20: 5.0}
+
+
+def test_bootstrap_interval_ends_are_ratios_a_resample_can_produce():
+    """A percentile interval's ends are order statistics of the resampled ratios (docs/report.md), never a
+    value between two of them. Eight FDM seeds, one baseline seed: every resample is a multiset of the
+    eight curves, so the ratios that can occur are enumerated here from the definition, by hand: target 2
+    reached by the baseline at 20; a resample whose mean at 20 is m < 2 crosses at 10 + 10 / (3 - m)."""
+    finals = [1.13, 0.61, 1.87, 0.95, 1.42, 0.77, 1.66, 1.29]
+    fdm = seed_curves({seed: {10: 3.0, 20: value} for seed, value in enumerate(finals)})
+    possible = np.array(
+        sorted(
+            {
+                20 / (10 + 10 / (3 - sum(finals[i] for i in picks) / len(finals)))
+                for picks in itertools.combinations_with_replacement(range(len(finals)), len(finals))
+            }
+        )
+    )
+    for confidence in (0.95, 0.8, 0.5):
+        boot = bootstrap_speedup(BASELINE, fdm, confidence=confidence)
+        assert boot.not_reached == 0.0
+        for end in (boot.ci_low, boot.ci_high):
+            assert np.min(np.abs(possible - end)) <= 1e-12 * end, (confidence, end)
+    assert possible.min() < boot.ci_low < boot.ci_high < possible.max()

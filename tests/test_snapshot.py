@@ -1,9 +1,11 @@
 """Snapshots: safetensors round trip, the denoiser they rebuild, and refusing files that are not ours."""
 
+import json
 import pickle
 
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import save_file
 
 from fdm.diffusion import Denoiser, formulation
@@ -44,6 +46,13 @@ def test_round_trip_rebuilds_the_same_denoiser(tmp_path):
         torch.testing.assert_close(
             D(x, sigma, labels), Denoiser(net.eval(), f)(x, sigma, labels), rtol=0, atol=0
         )
+
+    # Read with safetensors itself, not through load_snapshot: exactly the weights, and the config as JSON.
+    with safe_open(str(path), framework="pt") as f:
+        assert json.loads(f.metadata()["fdm_snapshot"])["config"] == config
+        stored = {name: f.get_tensor(name) for name in f.keys()}
+    assert stored.keys() == net.state_dict().keys()
+    assert all(torch.equal(stored[name], tensor) for name, tensor in net.state_dict().items())
 
     # Saving the same weights twice gives the same bytes.
     save_snapshot(tmp_path / "again.safetensors", net.state_dict(), config)

@@ -21,6 +21,7 @@ import torch
 from click.testing import CliRunner
 
 from fdm.data.archive import Item, write_archive
+from fdm.diffusion import formulation
 from fdm.errors import FdmError
 from fdm.snapshot import load_snapshot
 from fdm.training import TrainConfig, snapshot_path, train
@@ -115,6 +116,59 @@ def test_a_different_seed_gives_different_weights(reference_run, tiny_data, tmp_
     mine, _ = load_snapshot(snapshot_path(reference_run, 0.08))
     theirs, _ = load_snapshot(snapshot_path(other, 0.08))
     assert any(not torch.equal(mine[k], theirs[k]) for k in mine)
+
+
+def test_snapshots_hold_the_ema_weights_not_the_raw_network(reference_run):
+    """The final snapshot and the final state.pt are written at the same step: the snapshot's tensors are
+    the state's EMA, which by then has moved away from the raw network's weights."""
+    state = load_state(reference_run / "state.pt")
+    weights, config = load_snapshot(snapshot_path(reference_run, 0.16))
+    assert config["step"] == state["step"] == 20
+    assert weights.keys() == state["ema"].keys()
+    for name, tensor in weights.items():
+        assert torch.equal(tensor, state["ema"][name]), name
+    assert any(not torch.equal(state["ema"][k], state["model"][k]) for k in weights)
+
+
+def test_the_ema_follows_its_closed_form_step_by_step(tiny_data, tmp_path):
+    """Without ramp-up the EMA decay is beta = 0.5^(B / h) at every step (EDM sec. 5): after a step the
+    snapshot holds beta * ema_before + (1 - beta) * weights_after, from the states written around it."""
+    run_dir = tmp_path / "ema"
+    cfg = dict(ema_rampup_ratio=None, lr_rampup_kimg=0, snapshot_kimg=(), state_every_kimg=1.0)
+    train(tiny_config(tiny_data, run_dir, duration_kimg=0.008, **cfg))
+    before = load_state(run_dir / "state.pt")["ema"]
+    train(tiny_config(tiny_data, run_dir, duration_kimg=0.016, **cfg))
+    after = load_state(run_dir / "state.pt")["model"]
+    weights, _ = load_snapshot(snapshot_path(run_dir, 0.016))
+    beta = 0.5 ** (8 / 20)  # batch 8, half-life 0.02 kimg
+    for name, tensor in weights.items():
+        if tensor.is_floating_point() and name in after:
+            expected = beta * before[name].double() + (1 - beta) * after[name].double()
+            torch.testing.assert_close(tensor.double(), expected, rtol=1e-6, atol=1e-7, msg=name)
+    assert any(not torch.allclose(weights[k], after[k], rtol=1e-4, atol=1e-6) for k in weights)
+
+
+@pytest.mark.parametrize(("batch", "batch_per_device"), [(8, None), (4, 2)])
+def test_the_fdm_loss_weight_cap_is_indexed_by_optimizer_steps(
+    tiny_data, tmp_path, monkeypatch, batch, batch_per_device
+):
+    """The step handed to the formulation's loss weight over a 4-step run is 0, 1, 2, 3 whatever the batch
+    and the accumulation rounds (never images seen: 0, 8, 16, 24 would end a 40-step warm-up early)."""
+    fdm = type(formulation("fdm_edm"))
+    original = fdm.loss_weight
+    steps = []
+
+    def recording(self, sigma, step=None):
+        steps.append(step)
+        return original(self, sigma, step=step)
+
+    monkeypatch.setattr(fdm, "loss_weight", recording)
+    cfg = tiny_config(
+        tiny_data, tmp_path / "steps", batch=batch, batch_per_device=batch_per_device,
+        duration_kimg=4 * batch / 1000, snapshot_kimg=(),
+    )  # fmt: skip
+    train(cfg)
+    assert steps and sorted(set(steps)) == [0, 1, 2, 3] and steps == sorted(steps)
 
 
 def test_resume_extends_a_run_bitwise_and_keeps_the_warmup_step(reference_run, tiny_data, tmp_path):
@@ -354,10 +408,43 @@ def test_pickled_state_is_refused_on_resume(tiny_data, tmp_path):
         train(tiny_config(tiny_data, run_dir))
 
 
+def _first_step(cfg: TrainConfig) -> tuple[float, set, set]:
+    """A run's first optimizer step from generic weights (at initialisation the network's output is
+    scaled by 1e-5, too little to move a float32 loss): its loss, the autocast dtypes in force inside
+    the network's forward pass (None: autocast off), and the dtypes of the network's outputs."""
+    from fdm.distributed import processes
+    from fdm.training.loop import TrainingRun
+
+    inside, outputs = set(), set()
+
+    def before(module, args):
+        inside.add(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None)
+
+    def after(module, args, output):
+        outputs.add(output.dtype)
+
+    with processes("cpu") as world:
+        run = TrainingRun(cfg, world)
+        generator = torch.Generator().manual_seed(1)
+        with torch.no_grad():
+            for p in run.net.parameters():
+                p.copy_(0.2 * torch.randn(p.shape, generator=generator))
+        run.net.register_forward_pre_hook(before)
+        run.net.register_forward_hook(after)
+        return run.optimizer_step(), inside, outputs
+
+
 def test_bf16_autocast_trains_on_the_cpu(tiny_data, tmp_path):
-    run_dir = train(
-        tiny_config(tiny_data, tmp_path / "bf16", precision="bf16", duration_kimg=0.016, snapshot_kimg=())
-    )
+    """bf16 is entered around the forward pass (the network computes in bfloat16) and changes the loss's
+    bits against fp32 on the same draws and weights; the weights it writes stay float32 and finite."""
+    cfg = tiny_config(tiny_data, tmp_path / "bf16", precision="bf16", duration_kimg=0.016, snapshot_kimg=())
+    bf16_loss, inside, outputs = _first_step(cfg)
+    assert inside == {torch.bfloat16} and outputs == {torch.bfloat16}
+    fp32_loss, inside, outputs = _first_step(dataclasses.replace(cfg, precision="fp32"))
+    assert inside == {None} and outputs == {torch.float32}
+    assert math.isfinite(bf16_loss) and bf16_loss != fp32_loss
+    assert bf16_loss == pytest.approx(fp32_loss, rel=0.05)  # the same quantity, rounded differently
+    run_dir = train(cfg)
     state_dict, _ = load_snapshot(snapshot_path(run_dir, 0.016))
     assert all(t.dtype == torch.float32 and torch.isfinite(t).all() for t in state_dict.values())
 

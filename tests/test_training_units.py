@@ -143,6 +143,21 @@ def test_sample_draws_depend_only_on_seed_and_index():
     assert not torch.equal(other[2], noise_b)
 
 
+def test_every_sample_has_its_own_draws_in_every_epoch():
+    """Sample k and sample k + N (the same image, one epoch later) get fresh sigma, noise and augmentation:
+    over three epochs of five images, fifteen different draws of each, not five repeated."""
+    num_items, ks = 5, list(range(15))
+    stream = SampleStream(7, num_items, formulation("fdm_edm"), image_shape=(1, 4, 4), augmenting=True)
+    indices, sigma, noise, (uniforms, normals) = stream.draw(ks)
+    assert sorted(indices[:num_items].tolist()) == list(range(num_items))
+    for draws in (sigma, noise, uniforms, normals):
+        assert len({row.numpy().tobytes() for row in draws}) == len(ks)
+    # Drawn one at a time, in another order: the same rows (a pure function of the seed and k).
+    for k in (13, 2, 8):
+        _, sigma_k, noise_k, _ = SampleStream(7, num_items, formulation("fdm_edm"), (1, 4, 4), True).draw([k])
+        assert torch.equal(sigma_k[0], sigma[k]) and torch.equal(noise_k[0], noise[k])
+
+
 def test_data_order_is_a_permutation_per_epoch():
     stream = SampleStream(
         0, num_items=10, formulation=formulation("edm"), image_shape=(1, 2, 2), augmenting=False
