@@ -91,6 +91,18 @@ ORACLES = {
         uniform=lambda sigma: normal_cdf((np.log(sigma) + 1.2) / 1.2),
         fdm_time=linear_time(0.002, 80.0),
     ),
+    # Flow matching / rectified flow (Lipman et al. 2022, Liu et al. 2022), beyond the paper: the network
+    # sees x_t = (1 - t) y + t n with t = sigma / (1 + sigma), is labelled 999 t and predicts the velocity
+    # n - y; t ~ U(t(0.002), t(80)); FDM's time is t.
+    "rf": Oracle(
+        0.002,
+        80.0,
+        c_in=lambda sigma: 1 - sigma / (1 + sigma),
+        c_noise=lambda sigma: 999 * sigma / (1 + sigma),
+        target=lambda sigma: (-1.0, 1.0),
+        uniform=lambda sigma: (sigma / (1 + sigma) - 0.002 / 1.002) / (80 / 81 - 0.002 / 1.002),
+        fdm_time=lambda sigma: sigma / (1 + sigma),
+    ),
 }
 
 
@@ -395,3 +407,30 @@ def test_denoiser_combines_scalings(name):
     assert (D.sigma_min, D.sigma_max) == (f.sigma_min, f.sigma_max)
     with pytest.raises(ValueError, match="sigma has 2 values"):
         D(x, torch.ones(2))
+
+
+def test_rf_samples_with_the_flows_own_euler_steps():
+    """The project's Euler sampler, integrating in sigma on x = x_t / (1 - t) with rf's denoiser, takes
+    exactly the flow-matching Euler steps x_t' = x_t + (t' - t) v(x_t, t) in t, here with the optimal
+    velocity of Gaussian data y ~ N(mu, s^2): v = E[n - y | x_t], in closed form from the joint Gaussian."""
+    from fdm import sampling
+
+    mu, s = 0.3, 0.7
+    rf = formulation("rf")
+
+    def velocity(x_t, t):  # E[n - y | x_t] for x_t = (1 - t) y + t n
+        var = (1 - t) ** 2 * s**2 + t**2
+        return -mu + (t - (1 - t) * s**2) / var * (x_t - (1 - t) * mu)
+
+    def denoiser(x, sigma, class_labels=None):  # rf's D with the optimal network F = v(c_in x, c_noise / 999)
+        c_skip, c_out, c_in, c_noise = (c.reshape(-1, 1) for c in rf.scalings(sigma))
+        return c_skip * x + c_out * velocity(c_in * x, c_noise / 999)
+
+    sigmas = sampling.karras_sigmas(12, rf.sigma_min, rf.sigma_max)  # ending in 0: t = 0, the data
+    noise = torch.randn(5, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    ours = sampling.euler(denoiser, noise * sigmas[0], sigmas)
+    t = sigmas / (1 + sigmas)
+    x_t = (1 - t[0]) * noise * sigmas[0]
+    for t_now, t_next in zip(t[:-1], t[1:], strict=True):
+        x_t = x_t + (t_next - t_now) * velocity(x_t, t_now)
+    torch.testing.assert_close(ours, x_t, rtol=1e-12, atol=1e-12)

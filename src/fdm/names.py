@@ -9,7 +9,7 @@ Snakefile import it cheaply.
 
 from __future__ import annotations
 
-BASES = ("vp", "ve", "edm")
+BASES = ("vp", "ve", "edm", "rf")
 """The base formulations, the one list of their names: each is a class in ``fdm.diffusion`` registered
 under its name, and ``fdm.diffusion`` refuses to import if the two lists disagree. The paper's three
 (arXiv 2306.06991, section 4) are vp, ve and edm; any other is beyond the paper."""
