@@ -6,14 +6,15 @@ from pathlib import Path
 import pytest
 import yaml
 
+from fdm import names
 from fdm.config import load_params
 from fdm.errors import FdmError
-from fdm.params_file import SCHEMA_PATH
+from fdm.params_file import schema_file
 from fdm.sampling import steps_for_nfe
 from fdm.seeding import derive_seed
 
 ROOT = Path(__file__).resolve().parents[1]
-PROFILES = ["params.yaml", "config/smoke.yaml", "config/study.yaml", "config/paper.yaml"]
+PROFILES = ["params.yaml", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "config").glob("*.yaml"))]
 SMOKE = (ROOT / "config" / "smoke.yaml").read_text()
 
 
@@ -34,7 +35,22 @@ def test_profiles_validate_in_fdm_and_in_snakemake(profile):
 
     params = load_params(ROOT / profile)
     assert params.models()
-    validate(yaml.safe_load((ROOT / profile).read_text()), str(SCHEMA_PATH))
+    with schema_file() as schema:
+        validate(yaml.safe_load((ROOT / profile).read_text()), schema)
+
+
+def test_snakemake_validates_against_the_names_of_the_names_module():
+    """Snakemake's validate reads the derived schema: every formulation of fdm.names passes, others fail."""
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
+
+    data = yaml.safe_load(SMOKE)
+    with schema_file() as schema:
+        data["train"]["variants"] = {name: {"formulation": name} for name in names.FORMULATIONS}
+        validate(data, schema)
+        data["train"]["variants"] = {"x": {"formulation": "ddpm"}}
+        with pytest.raises(WorkflowError, match="'ddpm' is not one of"):
+            validate(data, schema)
 
 
 def test_params_yaml_is_the_smoke_profile():
@@ -61,29 +77,49 @@ def test_params_yaml_is_the_smoke_profile():
         ),
         ("    ve: {arch: ncsnpp}", "    ve: {arch: ncsnp}", "train.variants.ve.arch: unknown value 'ncsnp'"),
         (
+            "    ve: {arch: ncsnpp}",
+            "    ve: {arch: ncsnpp, formulation: ddpm}",
+            f"train.variants.ve.formulation: unknown value 'ddpm' (expected one of {', '.join(names.FORMULATIONS)})",
+        ),
+        (
             "variants: [edm,",
             "variants: [edn,",
-            "variants: 'edn' is not a formulation's name: give train.variants.edn",
+            f"variants: 'edn' is not a formulation's name ({', '.join(names.FORMULATIONS)}): give train.variants.edn",
         ),
         (
-            "    fdm_multiplier: 2.0",
-            "    fdm_multiplier: 0",
-            "train.defaults.fdm_multiplier: 0 is less than or equal",
+            "      fdm: {multiplier",
+            "      fmd: {multiplier",
+            f"train.defaults.formulation_options: unknown key 'fmd' (expected one of {', '.join(names.OPTION_GROUPS)})",
         ),
         (
-            "    fdm_warmup: 50 ",
-            "    fdm_warmup: -1 ",
-            "train.defaults.fdm_warmup: -1 is less than the minimum of 0",
+            "      fdm: {multiplier: 2.0,",
+            "      fdm: {multiplier: [2.0],",
+            "train.defaults.formulation_options.fdm.multiplier: [2.0] is not of type 'number', 'string', 'boolean'",
         ),
         (
-            "    fdm_warmup: 50 ",
-            "    fdm_cin: multiply\n    fdm_warmup: 50 ",
-            "train.defaults.fdm_cin: unknown value 'multiply'",
+            "    ve: {arch: ncsnpp}",
+            "    ve: {arch: ncsnpp, formulation_options: {fdm: {multiplier: 1.0}}}",
+            "train.variants.ve.formulation_options.fdm: not an option group of ve (ve)",
         ),
         (
             "  compare_paper: false",
-            "  compare_paper: false\n  ablations: [{name: m, setting: fdm_multiplier, variants: [fdm_edm, fdm_x]}]",
+            "  compare_paper: false\n  ablations: [{name: m, setting: fdm.multiplier, variants: [fdm_edm, fdm_x]}]",
             "report.ablations[0].variants: 'fdm_x' is not a variant of this profile",
+        ),
+        (
+            "  compare_paper: false",
+            "  compare_paper: false\n  ablations: [{name: c, setting: fdm.cin, variants: [fdm_edm, fdm_vp]}]",
+            "report.ablations[0]: fdm_edm does not set formulation_options.fdm.cin for digits: each variant",
+        ),
+        (
+            "  compare_paper: false",
+            "  compare_paper: false\n  ablations: [{name: c, setting: fmd.cin, variants: [fdm_edm, fdm_vp]}]",
+            f"report.ablations[0].setting: 'fmd' is not an option group ({', '.join(names.OPTION_GROUPS)})",
+        ),
+        (
+            "  compare_paper: false",
+            "  compare_paper: false\n  ablations: [{name: c, setting: lrr, variants: [fdm_edm, fdm_vp]}]",
+            "report.ablations[0].setting: 'lrr' is neither a training setting (lr, dropout,",
         ),
         ("    lr: 1.0e-3\n", "", "train.defaults: missing key 'lr'"),
         ("    lr: 1.0e-3", "    lr: 0", "train.defaults.lr: 0 is less than or equal to the minimum of 0"),
@@ -193,6 +229,7 @@ def test_layers_override_in_order(tmp_path):
 
 
 def test_train_config_is_a_training_config_and_seeds_differ():
+    from fdm.diffusion import formulation
     from fdm.training import TrainConfig
 
     for profile in PROFILES[1:]:
@@ -201,9 +238,10 @@ def test_train_config_is_a_training_config_and_seeds_differ():
         for dataset, variant, train_seed in params.models():
             values = params.train_config(dataset, variant, train_seed)
             config = TrainConfig.from_dict({**values, "dataset": "d.zip", "outdir": "out"})
-            assert config.formulation == variant
+            assert config.formulation == params.formulation(variant)
             assert config.seed == derive_seed(params.seed, dataset, variant, train_seed)
-            assert (values["formulation_options"] == {}) == (not variant.startswith("fdm_"))
+            built = formulation(config.formulation, **config.formulation_options)  # the options are its own
+            assert built.name == config.formulation
             seeds.add(config.seed)
         assert len(seeds) == len(params.models())
 
@@ -289,3 +327,48 @@ def test_paper_profile_carries_the_paper():
     assert evaluation.num_samples == 50000
     assert (evaluation.extractors, evaluation.modes) == (("inception",), ("clean", "legacy_tensorflow"))
     assert (params.report.metric, params.report.compare_paper) == ("fid_inception_legacy_tensorflow", True)
+
+
+def test_every_option_of_every_formulation_is_set_from_a_profile(tmp_path):
+    """For each formulation of fdm.names and each of its options: a profile that sets it (in the group of
+    the class that has it) trains the formulation with it, and the variants it does not apply to without it."""
+    from fdm.diffusion import FDM, REGISTRY, formulation, options
+
+    for name in names.FORMULATIONS:
+        for key, default in options(name).items():
+            group = names.FDM if key in FDM.options() else names.base_of(name)
+            value = "scale" if key == "cin" else default + 1 if isinstance(default, int) else default * 1.25
+            data = yaml.safe_load(SMOKE)
+            data["variants"] = [name]
+            data["train"]["variants"] = {
+                name: {"arch": "ddpmpp", "formulation_options": {group: {key: value}}}
+            }
+            params = load_params(write(tmp_path, yaml.safe_dump(data)))
+            options_given = params.train_config("digits", name, 0)["formulation_options"]
+            assert options_given[key] == value, (name, key)
+            assert formulation(name, **options_given).config()[key] == value
+    assert set(REGISTRY) == set(names.BASES)
+
+
+def test_option_groups_apply_to_their_formulations_only(tmp_path):
+    """fdm options reach FDM variants only, a base's reach it and its FDM variant, layered key by key."""
+    data = yaml.safe_load(SMOKE)
+    data["train"]["defaults"]["formulation_options"] = {
+        "fdm": {"multiplier": 2.0, "warmup": 50},
+        "edm": {"P_mean": -1.0, "P_std": 1.4},
+    }
+    data["train"]["datasets"] = {
+        "digits": {"variants": {"fdm_edm": {"formulation_options": {"edm": {"P_std": 1.0}}}}}
+    }
+    params = load_params(write(tmp_path, yaml.safe_dump(data)))
+    options = {v: params.train_config("digits", v, 0)["formulation_options"] for v in params.variants}
+    assert options["edm"] == {"P_mean": -1.0, "P_std": 1.4}
+    assert options["fdm_edm"] == {"P_mean": -1.0, "P_std": 1.0, "multiplier": 2.0, "warmup": 50}
+    assert options["vp"] == {} and options["fdm_vp"] == {"multiplier": 2.0, "warmup": 50}
+    assert options["fdm_ve"] == {"multiplier": 1.0, "warmup": 50}  # its own layer overrides one key
+    assert params.setting("digits", "fdm_ve", "fdm.multiplier") == 1.0
+    assert (
+        params.setting("digits", "fdm_edm", "edm.P_std") == 1.0
+        and params.setting("digits", "ve", "lr") == 1e-3
+    )
+    assert params.setting("digits", "edm", "fdm.cin") is None

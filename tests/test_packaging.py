@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from fdm import names
 from fdm.config import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,4 +47,15 @@ def test_a_non_editable_install_runs_a_job_command(tmp_path):
     assert result.stderr.splitlines()[0] == str(target / "fdm" / "__init__.py")  # the installed copy ran
     assert json.loads(dest.read_text()) == load_params(ROOT / "params.yaml").train_config(
         "digits", "fdm_edm", 0
+    )
+    # The installed package finds every formulation module: the registry agrees with fdm.names.
+    probe = "import fdm.diffusion as d; print(d.__file__); print(' '.join(d.REGISTRY))"
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True,
+        env={**os.environ, "PYTHONPATH": str(target)},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    where, registered = result.stdout.splitlines()
+    assert where == str(target / "fdm" / "diffusion" / "__init__.py") and registered.split() == list(
+        names.BASES
     )

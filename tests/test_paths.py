@@ -6,13 +6,14 @@ dvc.yaml cannot import Python, so it spells the templates out: every path in it 
 params schema's enums must be ``fdm.names``'.
 """
 
+import json
 import re
 from pathlib import Path
 
 import yaml
 
 from fdm import names, paths
-from fdm.params_file import schema
+from fdm.params_file import SCHEMA_PATH, derive, schema
 from fdm.provenance import STAGES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -105,6 +106,18 @@ def test_the_schema_spells_the_names_of_the_names_module():
     assert sorted(evaluation["nfe_study"]["properties"]) == sorted(names.SAMPLERS)
     metrics = schema()["properties"]["report"]["properties"]["metric"]["enum"]
     assert sorted(metrics) == sorted(names.metric_names(names.EXTRACTORS, names.INCEPTION_MODES))
+
+
+def test_the_schema_derives_the_formulations_from_the_names_module(monkeypatch):
+    """The schema file names no formulation: it says where fdm.names' lists go, and they follow them."""
+    raw = yaml.safe_load(SCHEMA_PATH.read_text())
+    assert raw["$defs"]["variant"]["enum"] == {"$names": "FORMULATIONS"}
+    assert raw["$defs"]["formulation_options"]["propertyNames"]["enum"] == {"$names": "OPTION_GROUPS"}
+    written = json.dumps(raw)
+    assert not [name for name in (*names.FORMULATIONS, *names.OPTION_GROUPS) if json.dumps(name) in written]
+    assert schema()["$defs"]["formulation_options"]["propertyNames"]["enum"] == list(names.OPTION_GROUPS)
+    monkeypatch.setattr(names, "FORMULATIONS", ("edm", "xy", "fdm_xy"))
+    assert derive(raw)["$defs"]["variant"]["enum"] == ["edm", "xy", "fdm_xy"]
 
 
 def test_nfe_rules():

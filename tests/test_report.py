@@ -11,15 +11,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from click.testing import CliRunner
 from PIL import Image
 from scipy import stats as scipy_stats
 
-from fdm import paper_results, paths
+from fdm import names, paper_results, paths
 from fdm.config import load_params
 from fdm.errors import FdmError
 from fdm.report.ablation import difference
 from fdm.report.cli import report
+from fdm.report.figures import line_styles
 from fdm.report.records import Record, Stat, aggregate, read_records, t_interval
 from fdm.report.tables import (
     fid_vs_mimg_markdown,
@@ -32,8 +34,7 @@ from fdm.report.tables import (
 from fdm.report.write import write_report
 
 ROOT = Path(__file__).resolve().parents[1]
-VARIANTS = ("edm", "fdm_edm", "vp", "fdm_vp", "ve", "fdm_ve")
-PAIRS = {"fdm_edm": "edm", "fdm_vp": "vp", "fdm_ve": "ve"}  # each FDM variant and its baseline
+PAIRS = names.BASELINE  # each FDM variant and its baseline
 
 
 def records(dataset, variant, values: dict, sampler="heun", nfe=15, kimg=None, seed=0) -> list[Record]:
@@ -582,3 +583,24 @@ def test_each_table_names_the_code_of_its_rows_and_warns_when_it_differs(tmp_pat
                                         "--out", str(tmp_path / "reports")])  # fmt: skip
     assert again.exit_code == 0 and "fdm: warning" not in again.stderr
     assert "warning" not in (folder / "fid_vs_mimg.md").read_text()
+
+
+def test_every_formulation_is_paired_with_its_base_and_has_its_family_colour(tmp_path):
+    """A profile training every formulation of fdm.names: the report measures each FDM variant against
+    its base, and plots each family in its own colour (not the grey of an unknown one), FDM dashed."""
+    data = yaml.safe_load((ROOT / "params.yaml").read_text())
+    data["variants"] = list(names.FORMULATIONS)
+    data["train"]["variants"] = {}
+    profile = tmp_path / "all.yaml"
+    profile.write_text(yaml.safe_dump(data))
+    params = load_params(profile)
+    assert {v: params.baseline(v) for v in params.variants if params.baseline(v)} == names.BASELINE
+    folder = run_report(tmp_path, profile, smoke_value)
+    pairs = {(r["variant"], r["baseline"]) for r in csv_rows(folder / "speedup.csv")}
+    assert pairs == set(names.BASELINE.items())
+    styles = line_styles({v: v for v in names.FORMULATIONS})
+    colours = {base: styles[base]["color"] for base in names.BASES}
+    assert len(set(colours.values())) == len(names.BASES) and "tab:gray" not in colours.values()
+    for fdm, base in names.BASELINE.items():
+        assert styles[fdm] == {"color": colours[base], "marker": "^", "linestyle": "--"}
+        assert styles[base] == {"color": colours[base], "marker": "o", "linestyle": "-"}

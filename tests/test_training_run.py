@@ -455,11 +455,64 @@ def test_cli_trains_from_a_config_file_with_overrides(tiny_data, tmp_path):
     cfg = tiny_config(tiny_data, tmp_path / "cli", duration_kimg=0.016, snapshot_kimg=())
     config = write_config(cfg, tmp_path / "cfg.json")
     result = CliRunner().invoke(
-        main, ["train", "--config", str(config), "--snapshot-kimg", "0.008", "--fdm-multiplier", "1.5"]
+        main,
+        ["train", "--config", str(config), "--snapshot-kimg", "0.008"]
+        + ["--formulation-option", "multiplier=1.5", "--formulation-option", "P_std=1.4"],
     )
     assert result.exit_code == 0, result.output
     _, snap = load_snapshot(snapshot_path(tmp_path / "cli", 0.008))
     assert snap["formulation"]["multiplier"] == 1.5 and snap["formulation"]["warmup"] == 40
+    assert snap["formulation"]["P_std"] == 1.4
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("P_meen=-1", "unknown option P_meen for formulation 'fdm_edm'; valid: P_mean, P_std, cin, "),
+        ("multiplier=two", "formulation option multiplier: 'two' is not a float"),
+        ("warmup", "formulation option 'warmup' is not KEY=VALUE"),
+    ],
+)
+def test_cli_formulation_options_are_checked_in_one_line(tiny_data, tmp_path, option, message):
+    from fdm.cli import main
+
+    cfg = tiny_config(tiny_data, tmp_path / "cli", duration_kimg=0.016, snapshot_kimg=())
+    config = write_config(cfg, tmp_path / "cfg.json")
+    result = CliRunner().invoke(main, ["train", "--config", str(config), "--formulation-option", option])
+    assert result.exit_code == 2 and result.output.startswith(f"fdm: error: --formulation-option: {message}")
+    assert result.output.count("\n") == 1 and not (tmp_path / "cli").exists()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            {"P_meen": -1.0},
+            "formulation: unknown option(s) P_meen for formulation 'fdm_edm'; valid: P_mean, ",
+        ),
+        ({"warmup": -1}, "formulation: FDM warmup must be a non-negative number of steps, got -1\n"),
+        ({"cin": "multiply"}, "formulation: FDM cin must be one of replace, scale, got 'multiply'\n"),
+    ],
+)
+def test_bad_formulation_options_from_a_profile_fail_in_one_line_before_any_output(
+    tiny_data, tmp_path, options, message
+):
+    """What a profile's formulation_options give a train job (its train.json) is checked when training
+    builds the formulation: one line, exit 2, no run folder."""
+    from fdm.cli import main
+
+    cfg = tiny_config(tiny_data, tmp_path / "run", duration_kimg=0.016, snapshot_kimg=())
+    values = {
+        **cfg.to_dict(),
+        "formulation_options": {**cfg.formulation_options, **options},
+        "progress": False,
+    }
+    config = tmp_path / "train.json"
+    config.write_text(json.dumps(values))
+    result = CliRunner().invoke(main, ["train", "--config", str(config)])
+    assert result.exit_code == 2 and result.output.startswith(f"fdm: error: {message}"), result.output
+    assert result.output.count("\n") == 1
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")

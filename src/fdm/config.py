@@ -7,9 +7,10 @@ Any problem is one ``FdmError`` line naming the file and the key, e.g.
 torch, so a Snakefile can read params cheaply.
 
 Training settings are layered (docs/profiles.md): ``train.defaults``, then ``train.variants.<variant>``,
-then ``train.datasets.<dataset>``, then ``train.datasets.<dataset>.variants.<variant>``. This is how
-the paper's hyperparameter table (arXiv 2306.06991, appendix; docs/profiles.md) is written down: the learning rate per dataset, the architecture
-per variant, FDM's warmup and multiplier per (dataset, variant).
+then ``train.datasets.<dataset>``, then ``train.datasets.<dataset>.variants.<variant>``; a later layer
+overrides a setting, and one option of ``formulation_options`` at a time. This is how the paper's
+hyperparameter table (arXiv 2306.06991, appendix; docs/profiles.md) is written down: the learning rate
+per dataset, the architecture per variant, FDM's warmup and multiplier per (dataset, variant).
 """
 
 from __future__ import annotations
@@ -23,6 +24,17 @@ from types import MappingProxyType
 from fdm import names, paths
 from fdm.errors import FdmError
 from fdm.params_file import read_yaml, schema_error
+
+ABLATION_SETTINGS = (
+    "lr",
+    "dropout",
+    "augment_p",
+    "ema_halflife_kimg",
+    "model_channels",
+    "num_blocks",
+    "batch",
+)
+"""The training settings an ablation axis may vary; formulation options are named ``<group>.<option>``."""
 
 
 def _freeze(value):
@@ -96,8 +108,17 @@ class Train:
         per_job = per_dataset.pop("variants", {}).get(variant, {})
         merged = {}
         for layer in (self.defaults, self.variants.get(variant, {}), per_dataset, per_job):
-            merged.update(_thaw(layer))
+            _merge(merged, _thaw(layer))
         return merged
+
+
+def _merge(merged: dict, layer: dict) -> None:
+    """``layer`` over ``merged``, in place: mappings key by key (``formulation_options``), else replaced."""
+    for key, value in layer.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            _merge(merged[key], value)
+        else:
+            merged[key] = value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,26 +196,37 @@ class Params:
         Only what shapes the model: where and how it runs (device, GPUs, tracking) is the command's. Pipeline
         jobs never log live to MLflow; the ``track`` step logs every file once, after the jobs ran.
 
-        FDM's multiplier and warmup (and ``fdm_cin`` where it is not the paper's ``replace``) go to
-        ``formulation_options`` for FDM variants only; the baselines have neither (the authors' train.py
-        passes them to the FDM preconditioners only).
+        ``formulation_options`` holds the options of the groups that apply to the variant's formulation
+        (``fdm.names.option_groups``: edm's and fdm's for fdm_edm), as one mapping; the formulation checks
+        them when training builds it. Groups of other formulations are not its settings (the authors'
+        train.py passes FDM's multiplier and warmup to the FDM preconditioners only).
         """
         self._check_job(dataset, variant)
         settings = self.train.settings(dataset, variant)
         formulation = settings.pop("formulation", variant)
-        fdm_options = {"multiplier": settings.pop("fdm_multiplier"), "warmup": settings.pop("fdm_warmup")}
-        cin = settings.pop("fdm_cin", "replace")
-        if cin != "replace":
-            fdm_options["cin"] = cin
+        groups = settings.pop("formulation_options", {})
         return {
             "formulation": formulation,
-            "formulation_options": fdm_options if formulation in names.BASELINE else {},
+            "formulation_options": {
+                key: value
+                for group in names.option_groups(formulation)
+                for key, value in groups.get(group, {}).items()
+            },
             **settings,
             "cond": self.datasets[dataset].cond,
             "duration_kimg": self.duration_kimg,
             "snapshot_kimg": list(self.snapshot_kimg),
             "seed": self.seed_for(dataset, variant, train_seed),
         }
+
+    def setting(self, dataset: str, variant: str, name: str):
+        """A variant's value of a training setting (``lr``) or a formulation option (``fdm.multiplier``),
+        None where the profile does not set it."""
+        settings = self.train.settings(dataset, variant)
+        group, dot, option = name.partition(".")
+        return (
+            settings.get("formulation_options", {}).get(group, {}).get(option) if dot else settings.get(name)
+        )
 
     def formulation(self, variant: str) -> str:
         """The formulation a variant trains (its ``formulation`` setting, else its name)."""
@@ -327,12 +359,46 @@ def _cross_check(path, data: dict) -> None:
         ):
             fail(
                 "variants",
-                f"{variant!r} is not a formulation's name: give train.variants.{variant}.formulation",
+                f"{variant!r} is not a formulation's name ({', '.join(names.FORMULATIONS)}): "
+                f"give train.variants.{variant}.formulation",
             )
+
+    def formulation_of(variant):
+        return train.get("variants", {}).get(variant, {}).get("formulation", variant)
+
+    for where, layer in layers.items():
+        for variant, settings in layer.items():
+            for group in settings.get("formulation_options", {}):
+                if group not in names.option_groups(formulation_of(variant)):
+                    fail(
+                        f"{where}.{variant}.formulation_options.{group}",
+                        f"not an option group of {formulation_of(variant)} "
+                        f"({', '.join(names.option_groups(formulation_of(variant)))})",
+                    )
     for i, axis in enumerate(data["report"].get("ablations", [])):
         for variant in axis["variants"]:
             if variant not in data["variants"]:
                 fail(f"report.ablations[{i}].variants", f"{variant!r} is not a variant of this profile")
+        group, dot, option = axis["setting"].partition(".")
+        if not dot and group not in ABLATION_SETTINGS:
+            fail(
+                f"report.ablations[{i}].setting",
+                f"{group!r} is neither a training setting ({', '.join(ABLATION_SETTINGS)}) "
+                "nor a formulation option <group>.<option>",
+            )
+        if dot and group not in names.OPTION_GROUPS:
+            fail(
+                f"report.ablations[{i}].setting",
+                f"{group!r} is not an option group ({', '.join(names.OPTION_GROUPS)})",
+            )
+        for variant in axis["variants"] if dot else ():
+            for dataset in datasets:
+                if _setting(train, dataset, variant, group, option) is None:
+                    fail(
+                        f"report.ablations[{i}]",
+                        f"{variant} does not set formulation_options.{group}.{option} for {dataset}: "
+                        "each variant of an axis states its value",
+                    )
     released = set()
     for i, entry in enumerate(data["pretrained"]):
         if entry["dataset"] not in datasets:
@@ -342,6 +408,12 @@ def _cross_check(path, data: dict) -> None:
         released.add((entry["dataset"], entry["formulation"]))
     if "inception" not in extractors and modes != ["clean"]:
         fail("eval.modes", "modes other than clean apply to the inception extractor only")
+
+
+def _setting(train: dict, dataset: str, variant: str, group: str, option: str):
+    """A formulation option of (dataset, variant) in the raw ``train`` section, or None (as ``Params.setting``)."""
+    layers = Train(train["defaults"], train.get("variants", {}), train.get("datasets", {}))
+    return layers.settings(dataset, variant).get("formulation_options", {}).get(group, {}).get(option)
 
 
 def load_params(path: str | Path) -> Params:

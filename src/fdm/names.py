@@ -1,15 +1,31 @@
 """The names the whole project spells one way: formulations, samplers and their NFE rule, feature spaces.
 
 The params schema, the Snakefile's wildcard patterns, the command-line choices, the report and
-tracking all take these from here (tests/test_paths.py checks the schema against them). Torch-free,
-so light commands and the Snakefile import it cheaply.
+tracking all take these from here (tests/test_paths.py checks the schema against them). The
+formulations are written once, in ``BASES``: their FDM variants, baselines, the schema's enums, the
+wildcard pattern and the report's colours follow from it. Torch-free, so light commands and the
+Snakefile import it cheaply.
 """
 
 from __future__ import annotations
 
-FORMULATIONS = ("vp", "ve", "edm", "fdm_vp", "fdm_ve", "fdm_edm")
-BASELINE = {"fdm_edm": "edm", "fdm_vp": "vp", "fdm_ve": "ve"}
+BASES = ("vp", "ve", "edm", "rf")
+"""The base formulations, the one list of their names: each is a class in ``fdm.diffusion`` registered
+under its name, and ``fdm.diffusion`` refuses to import if the two lists disagree. The paper's three
+(arXiv 2306.06991, section 4) are vp, ve and edm; any other is beyond the paper."""
+
+FDM = "fdm"
+"""FDM's name: its variant of a base ``b`` is ``fdm_b``, and its options are a profile's
+``formulation_options.fdm`` (docs/profiles.md)."""
+
+FORMULATIONS = BASES + tuple(f"{FDM}_{base}" for base in BASES)
+"""Every formulation a profile may train: each base and its FDM variant."""
+
+BASELINE = {f"{FDM}_{base}": base for base in BASES}
 """Each FDM variant and the base formulation whose c_in it replaces (arXiv 2306.06991, section 3)."""
+
+OPTION_GROUPS = (*BASES, FDM)
+"""The keys of a profile's ``formulation_options``: a base's options, or FDM's."""
 
 SAMPLERS = ("heun", "euler", "dpmpp_3s", "dpmpp_2m")
 _MIN_STEPS = {"heun": 1, "euler": 1, "dpmpp_3s": 2, "dpmpp_2m": 1}
@@ -17,6 +33,25 @@ _MIN_STEPS = {"heun": 1, "euler": 1, "dpmpp_3s": 2, "dpmpp_2m": 1}
 EXTRACTORS = ("inception", "digitsnet")
 INCEPTION_MODES = ("clean", "legacy_tensorflow")
 DIGITSNET_MODE = "native"  # The digits network sees the images at their own resolution.
+
+
+def base_of(formulation: str) -> str:
+    """The base formulation of ``formulation``: ``edm`` for ``fdm_edm`` and for ``edm``."""
+    check_formulation(formulation)
+    return BASELINE.get(formulation, formulation)
+
+
+def option_groups(formulation: str) -> tuple[str, ...]:
+    """The ``formulation_options`` groups that apply to ``formulation``: its base's, then FDM's if it is a
+    variant of FDM (``fdm_edm``: edm, fdm)."""
+    base = base_of(formulation)
+    return (base,) if formulation == base else (base, FDM)
+
+
+def check_formulation(formulation: str) -> None:
+    """Refuse a name outside ``FORMULATIONS`` (ValueError naming the valid ones)."""
+    if formulation not in FORMULATIONS:
+        raise ValueError(f"unknown formulation {formulation!r}; expected one of {', '.join(FORMULATIONS)}")
 
 
 def check_sampler(sampler: str) -> None:

@@ -1,20 +1,27 @@
 """The params file as a document: strict YAML, its JSON Schema, and schema errors as one line.
 
-This is the library's only YAML reader. ``params.schema.yaml`` is package data, the same JSON Schema
-that Snakemake's ``validate`` applies in the Snakefile; ``fdm.config`` gives the validated document its
-meaning. A key given twice, a YAML syntax error or a schema violation is one ``FdmError`` line naming
-the file and the key, in the words a person editing the YAML needs.
+This is the library's only YAML reader. ``params.schema.yaml`` is package data; where it says
+``{$names: FORMULATIONS}`` the schema has the list ``fdm.names.FORMULATIONS``, so the formulations are
+named in ``fdm.names`` only. ``schema()`` is that derived schema, and ``schema_file()`` writes it for
+Snakemake's ``validate`` in the Snakefile; ``fdm.config`` gives the validated document its meaning. A
+key given twice, a YAML syntax error or a schema violation is one ``FdmError`` line naming the file and
+the key, in the words a person editing the YAML needs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import json
+import os
 import re
+import tempfile
 from pathlib import Path
 
 import jsonschema
 import yaml
 
+from fdm import names
 from fdm.errors import FdmError
 
 SCHEMA_PATH = Path(__file__).resolve().parent / "params.schema.yaml"
@@ -58,14 +65,38 @@ def read_yaml(path: str | Path):
 # Schema errors as one line ------------------------------------------------------------------------------------
 
 
+def derive(node):
+    """``node`` with every ``{$names: NAME}`` replaced by the list ``fdm.names.NAME``."""
+    if isinstance(node, dict):
+        if set(node) == {"$names"}:
+            return list(getattr(names, node["$names"]))
+        return {key: derive(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [derive(value) for value in node]
+    return node
+
+
 @functools.cache
 def schema() -> dict:
-    """The params JSON Schema (a dict), read once."""
+    """The params JSON Schema (a dict), read once, with the names of ``fdm.names`` filled in."""
     try:
         with open(SCHEMA_PATH, encoding="utf-8") as f:
-            return yaml.safe_load(f)
+            return derive(yaml.safe_load(f))
     except FileNotFoundError:
         raise FdmError(f"params schema not found: {SCHEMA_PATH} (a broken install of fdm-pipeline)") from None
+
+
+@contextlib.contextmanager
+def schema_file():
+    """The path of a temporary JSON file holding ``schema()``, for tools that read a schema from a file
+    (Snakemake's ``validate``); removed on exit."""
+    handle, path = tempfile.mkstemp(prefix="fdm-params-schema-", suffix=".json")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as f:
+            json.dump(schema(), f)
+        yield path
+    finally:
+        os.unlink(path)
 
 
 def _key_path(parts) -> str:

@@ -23,7 +23,7 @@ from fdm.config import load_params
 from fdm.errors import FdmError
 from fdm.jobs import prepare_settings, root_conflict
 from fdm.names import EXTRACTORS, FORMULATIONS
-from fdm.params_file import SCHEMA_PATH
+from fdm.params_file import schema_file
 from fdm.provenance import STAGES, source_digest
 
 
@@ -42,7 +42,8 @@ def params_file():
 PARAMS_FILE = params_file()
 config.clear()
 config.update(load_configfile(PARAMS_FILE))
-validate(config, schema=str(SCHEMA_PATH))
+with schema_file() as schema:  # the schema with fdm.names' lists filled in
+    validate(config, schema=schema)
 try:
     PARAMS = load_params(PARAMS_FILE)
 except FdmError as err:

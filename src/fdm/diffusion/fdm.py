@@ -5,9 +5,10 @@ damped heavy-ball one. Its mean coefficient is the critically damped solution
 
     s(sigma) = exp(-m B(t)) (1 + m B(t)),   B(t) = 0.1 t + 9.95 t^2 = beta_min t + beta_d t^2 / 2,
 
-with t = (sigma - sigma_min) / (sigma_max - sigma_min) linear in sigma over the base's own range
-(arXiv 2306.06991, section 3; docs/paper.md section 2). In the authors' code this enters only through the network input
-scaling: ``c_in`` is *replaced* by s(sigma); c_skip, c_out, c_noise, the sigma distribution and
+with t = t(sigma) the base's own time map (``fdm_time``): for VP, VE and EDM the authors' linear map
+t = (sigma - sigma_min) / (sigma_max - sigma_min) over the base's range (arXiv 2306.06991, section 3;
+docs/paper.md section 2). A base without a map has no FDM variant. In the authors' code s(sigma) enters
+only through the network input scaling: ``c_in`` is *replaced* by s(sigma); c_skip, c_out, c_noise, the sigma distribution and
 lambda(sigma) stay the base's. Training adds a cap on lambda that warms up geometrically from 5 to
 500 over ``warmup`` optimizer steps and disappears afterwards (docs/paper.md section 2).
 
@@ -24,7 +25,8 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from fdm.diffusion.formulations import Formulation, _as_tensor
+from fdm import names
+from fdm.diffusion.formulations import Formulation
 
 # The VP schedule constants FDM borrows for B(t): B(t) = beta_min t + beta_d t^2 / 2.
 FDM_BETA_MIN = 0.1
@@ -39,14 +41,18 @@ CIN = ("replace", "scale")  # how s(sigma) enters c_in: the paper's code, or thi
 class FDM(Formulation):
     """``base`` with c_in replaced by the momentum scaling s(sigma) and a warming-up loss-weight cap."""
 
-    base: Formulation
+    base: Formulation = dataclasses.field(metadata={"option": False})
     multiplier: float = 2.0
     warmup: int = 400
     cin: str = "replace"
 
     def __post_init__(self):
         if isinstance(self.base, FDM):
-            raise ValueError("FDM composes over a base formulation (vp, ve or edm), not over another FDM")
+            raise ValueError("FDM composes over a base formulation, not over another FDM")
+        if self.base.fdm_time is None:
+            raise ValueError(
+                f"{self.base.name} has no sigma-to-time map (fdm_time), so it has no FDM variant"
+            )
         if self.multiplier <= 0:
             raise ValueError(f"FDM multiplier must be positive, got {self.multiplier}")
         if self.warmup < 0:
@@ -56,7 +62,7 @@ class FDM(Formulation):
 
     @property
     def name(self) -> str:
-        return f"fdm_{self.base.name}"
+        return f"{names.FDM}_{self.base.name}"
 
     @property
     def sigma_min(self) -> float:
@@ -67,8 +73,8 @@ class FDM(Formulation):
         return self.base.sigma_max
 
     def fdm_time(self, sigma):
-        """t = (sigma - sigma_min) / (sigma_max - sigma_min): linear in sigma over the base's range."""
-        return (_as_tensor(sigma) - self.sigma_min) / (self.sigma_max - self.sigma_min)
+        """FDM's time t(sigma): the base's map."""
+        return self.base.fdm_time(sigma)
 
     def fdm_scale(self, sigma):
         """s(sigma) = exp(-m B) (1 + m B), B = beta_min t + beta_d t^2 / 2 (critically damped mean)."""

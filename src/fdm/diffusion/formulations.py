@@ -1,4 +1,4 @@
-"""The three baseline formulations of diffusion training: VP, VE and EDM.
+"""The formulation interface, the registry of base formulations, and the paper's three bases: VP, VE, EDM.
 
 Each formulation fixes four things (Karras et al. 2022, "Elucidating the Design Space of
 Diffusion-Based Generative Models", Table 1; docs/paper.md section 1):
@@ -8,8 +8,15 @@ Diffusion-Based Generative Models", Table 1; docs/paper.md section 1):
 - the loss weight lambda(sigma) (``loss_weight``),
 - the preconditioning ``c_skip, c_out, c_in, c_noise`` of D(x; sigma) = c_skip x + c_out F(c_in x, c_noise).
 
-In all three lambda(sigma) * c_out(sigma)^2 = 1, so the raw network F is trained with unit weight.
-Formulations are immutable value objects: no hidden state, every method a pure function of its inputs.
+A base formulation also says how FDM's time t runs with sigma (``fdm_time``; arXiv 2306.06991,
+section 3), which its FDM variant needs. In all of them lambda(sigma) * c_out(sigma)^2 = 1, so the raw
+network F is trained with unit weight. Formulations are immutable value objects: no hidden state,
+every method a pure function of its inputs, every hyperparameter a dataclass field (``options``).
+
+A base registers itself by defining ``name`` in its class body (``class VP(Formulation): name = "vp"``);
+``fdm.diffusion`` imports every module of the package and checks the registry against
+``fdm.names.BASES``. A subclass that does not define its own ``name`` (a variant of a base made for a
+test) is not registered.
 """
 
 from __future__ import annotations
@@ -20,24 +27,48 @@ import torch
 
 Tensor = torch.Tensor
 
+REGISTRY: dict[str, type[Formulation]] = {}
+"""Base formulation classes by name, filled as their classes are defined."""
+
 
 def _as_tensor(sigma) -> Tensor:
     return sigma if isinstance(sigma, Tensor) else torch.as_tensor(sigma, dtype=torch.float64)
 
 
+def linear_time(sigma, sigma_min: float, sigma_max: float) -> Tensor:
+    """t = (sigma - sigma_min) / (sigma_max - sigma_min): FDM's time as the authors' code computes it for
+    VP, VE and EDM, linear in sigma over the base's own range (arXiv 2306.06991, section 3)."""
+    return (_as_tensor(sigma) - sigma_min) / (sigma_max - sigma_min)
+
+
 @dataclasses.dataclass(frozen=True)
 class Formulation:
-    """Common interface; subclasses are frozen dataclasses whose fields are the hyperparameters."""
+    """Common interface; subclasses are frozen dataclasses whose fields are the hyperparameters.
+
+    A subclass provides ``sigma_min`` and ``sigma_max`` (fields or properties), the four methods
+    below, and, to have an FDM variant, ``fdm_time``.
+    """
 
     name = "base"
 
-    @property
-    def sigma_min(self) -> float:
-        raise NotImplementedError
+    fdm_time = None
+    """FDM's time t in [0, 1] as a function of sigma (a method), or None: no FDM variant."""
 
-    @property
-    def sigma_max(self) -> float:
-        raise NotImplementedError
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        name = cls.__dict__.get("name")
+        if not isinstance(name, str):
+            return
+        if name in REGISTRY:
+            raise TypeError(
+                f"formulation {name!r} is defined twice: {REGISTRY[name].__qualname__}, {cls.__qualname__}"
+            )
+        REGISTRY[name] = cls
+
+    @classmethod
+    def options(cls) -> dict:
+        """The hyperparameters a profile may set (``formulation_options``): each field and its default."""
+        return {f.name: f.default for f in dataclasses.fields(cls) if f.metadata.get("option", True)}
 
     def scalings(self, sigma) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """(c_skip, c_out, c_in, c_noise), each shaped like ``sigma``."""
@@ -91,6 +122,10 @@ class VP(Formulation):
     def sigma_max(self) -> float:
         return float(self.sigma_of_t(torch.tensor(1.0, dtype=torch.float64)))
 
+    def fdm_time(self, sigma):
+        """FDM's time: linear in sigma over [sigma_min, sigma_max], as the authors' FDM_VPPrecond."""
+        return linear_time(sigma, self.sigma_min, self.sigma_max)
+
     def scalings(self, sigma):
         sigma = _as_tensor(sigma)
         c_skip = torch.ones_like(sigma)
@@ -128,6 +163,10 @@ class VE(Formulation):
     @property
     def sigma_max(self) -> float:
         return self.ve_sigma_max
+
+    def fdm_time(self, sigma):
+        """FDM's time: linear in sigma over [sigma_min, sigma_max], as the authors' FDM_VEPrecond."""
+        return linear_time(sigma, self.sigma_min, self.sigma_max)
 
     def scalings(self, sigma):
         sigma = _as_tensor(sigma)
@@ -173,6 +212,10 @@ class EDM(Formulation):
     def sigma_max(self) -> float:
         return self.edm_sigma_max
 
+    def fdm_time(self, sigma):
+        """FDM's time: linear in sigma over [sigma_min, sigma_max], as the authors' FDM_EDMPrecond."""
+        return linear_time(sigma, self.sigma_min, self.sigma_max)
+
     def scalings(self, sigma):
         sigma = _as_tensor(sigma)
         sd = self.sigma_data
@@ -191,6 +234,4 @@ class EDM(Formulation):
         return ln_sigma.exp().float()
 
 
-BASES: dict[str, type[Formulation]] = {"vp": VP, "ve": VE, "edm": EDM}
-
-__all__ = ["BASES", "EDM", "VE", "VP", "Formulation"]
+__all__ = ["EDM", "REGISTRY", "VE", "VP", "Formulation", "linear_time"]

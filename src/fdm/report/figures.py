@@ -15,11 +15,15 @@ import math
 from collections.abc import Mapping
 from pathlib import Path
 
-from fdm import paper_results
+from fdm import names, paper_results
 from fdm.atomic import atomic_write
 from fdm.report.speedup import CONFIDENCE
 
-_FAMILY_COLOR = {"edm": "tab:blue", "vp": "tab:orange", "ve": "tab:green"}
+# A colour per base formulation, in fdm.names.BASES order (the first three keep the colours vp, ve and
+# edm always had), repeating after ten bases.
+_PALETTE = ("tab:orange", "tab:green", "tab:blue", "tab:red", "tab:purple", "tab:brown", "tab:pink",
+            "tab:olive", "tab:cyan", "tab:gray")  # fmt: skip
+_FAMILY_COLOR = {base: _PALETTE[i % len(_PALETTE)] for i, base in enumerate(names.BASES)}
 
 
 def line_styles(formulations: Mapping[str, str]) -> dict[str, dict]:
@@ -29,9 +33,9 @@ def line_styles(formulations: Mapping[str, str]) -> dict[str, dict]:
     one_each = len(set(formulations.values())) == len(formulations)
     styles = {}
     for i, (variant, formulation) in enumerate(formulations.items()):
-        family = formulation.removeprefix("fdm_")
+        family = names.base_of(formulation)
         fdm = formulation != family
-        colour = _FAMILY_COLOR.get(family, "tab:gray") if one_each else f"C{i % 10}"
+        colour = _FAMILY_COLOR[family] if one_each else f"C{i % 10}"
         styles[variant] = {"color": colour, "marker": "^" if fdm else "o", "linestyle": "--" if fdm else "-"}
     return styles
 

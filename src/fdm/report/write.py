@@ -42,8 +42,6 @@ from fdm.report.tables import (
 )
 from fdm.report.versions import footer, mixed, row_versions, verify, warning
 
-DEFAULTS = {"fdm_cin": "replace"}  # training settings a profile may leave out, at their default
-
 
 def write_report(params: Params, runs: str | os.PathLike, out: str | os.PathLike) -> list[Path]:
     """Write every table and plot of every dataset that has records; returns the files written."""
@@ -148,10 +146,7 @@ def _trained(params, dataset, records, stats, folder: Path, paper_mimg, paper_nf
         ("speedup.png", speedup_figure(speed, dataset, styles, metric)),
     ]
     for axis in params.report.ablations:
-        values = {
-            v: params.train.settings(dataset, v).get(axis.setting, DEFAULTS.get(axis.setting))
-            for v in axis.variants
-        }
+        values = {v: params.setting(dataset, v, axis.setting) for v in axis.variants}
         formulations = {v: params.formulation(v) for v in variants}
         table = ablation_rows(
             stats, dataset, axis, values, formulations, baselines, main_point, params.duration_kimg

@@ -69,13 +69,12 @@ def _with_options(command):
     type=click.Path(exists=True, dir_okay=False),
     help="JSON file of TrainConfig fields.",
 )
-@click.option("--fdm-multiplier", type=float, default=None, help="FDM momentum multiplier m.")
-@click.option("--fdm-warmup", type=int, default=None, help="FDM loss-weight cap warmup, optimizer steps.")
 @click.option(
-    "--fdm-cin",
-    type=click.Choice(["replace", "scale"]),
-    default=None,
-    help="How FDM's s(sigma) enters c_in: replace (the paper) or scale (times the base's; beyond the paper).",
+    "--formulation-option",
+    "formulation_option",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A hyperparameter of the formulation (a field of its class: multiplier=1.5, P_mean=-1.0); repeatable.",
 )
 @click.option(
     "--restart-on-change",
@@ -89,9 +88,7 @@ def _with_options(command):
     help="JSON file of the snapshots' SHA-256 digests, written when training is complete.",
 )
 @_with_options
-def train_command(
-    config_file, fdm_multiplier, fdm_warmup, fdm_cin, restart_on_change, record, **options
-) -> None:
+def train_command(config_file, formulation_option, restart_on_change, record, **options) -> None:
     """Train one model (or resume it from OUTDIR/state.pt); snapshots go to OUTDIR/snapshots/."""
     from fdm.distributed import relaunch
     from fdm.training import train
@@ -106,9 +103,14 @@ def train_command(
         if not isinstance(values, dict):
             raise FdmError(f"{config_file} must hold a JSON object of training options")
     values.update({field: value for field, value in options.items() if value is not None})
-    overrides = {"multiplier": fdm_multiplier, "warmup": fdm_warmup, "cin": fdm_cin}
-    overrides = {key: value for key, value in overrides.items() if value is not None}
-    if overrides:
+    if formulation_option:
+        from fdm.diffusion import parse_options
+
+        name = values.get("formulation", TrainConfig.formulation)
+        try:
+            overrides = parse_options(name, formulation_option)
+        except ValueError as err:
+            raise FdmError(f"--formulation-option: {err}") from None
         values["formulation_options"] = {**values.get("formulation_options", {}), **overrides}
     cfg = TrainConfig.from_dict(values)
     relaunch(cfg.gpus)

@@ -64,7 +64,7 @@ class TrainConfig:
     outdir: str = setting(
         "Run folder: snapshots/, state.pt, train.jsonl; an existing state.pt there is resumed."
     )
-    # Formulation and its options (e.g. FDM's multiplier and warmup: --fdm-multiplier, --fdm-warmup).
+    # Formulation and its options (fields of its class, e.g. FDM's multiplier: --formulation-option).
     formulation: str = setting("Diffusion formulation.", "edm", choices=FORMULATIONS)
     formulation_options: dict = setting("Options of the formulation.", factory=dict, option="")
     # Network (fdm.nets.build); ``network_options`` passes any further keyword.

@@ -134,13 +134,13 @@ class TrainingRun:
             )
         self.per_device, self.rounds = per_device, cfg.batch // (per_device * world.size)
 
-        self.dataset = ImageDataset(cfg.dataset, xflip=cfg.dataset_xflip, use_labels=cfg.cond)
-        if cfg.cond and self.dataset.label_dim == 0:
-            raise FdmError(f"class conditioning asked for, but {cfg.dataset} has no labels")
-        try:
+        try:  # first: a profile's formulation options are checked here
             self.formulation = formulation(cfg.formulation, **cfg.formulation_options)
         except (TypeError, ValueError) as err:
             raise FdmError(f"formulation: {err}") from None
+        self.dataset = ImageDataset(cfg.dataset, xflip=cfg.dataset_xflip, use_labels=cfg.cond)
+        if cfg.cond and self.dataset.label_dim == 0:
+            raise FdmError(f"class conditioning asked for, but {cfg.dataset} has no labels")
         self.net_config = network_config(cfg, self.dataset)
         torch.manual_seed(derive_seed(cfg.seed, "init"))
         try:
