@@ -185,20 +185,24 @@ def test_layers_override_in_order(tmp_path):
     assert [params.train_config("digits", v, 0)["lr"] for v in ("edm", "vp", "ve")] == [1.0, 2.0, 2.0]
 
 
-def test_train_config_is_a_training_config_and_seeds_differ():
+def test_train_config_is_a_training_config_and_seeds_are_shared_by_the_variants():
+    """A job's seed is derive_seed(seed, dataset, train_seed): one per (dataset, training seed), the same
+    for every variant (a variant and its baseline are paired: tests/test_pairing.py), none shared across
+    datasets or training seeds."""
     from fdm.training import TrainConfig
 
     for profile in PROFILES[1:]:
         params = load_params(ROOT / profile)
-        seeds = set()
+        seeds = {}
         for dataset, variant, train_seed in params.models():
             values = params.train_config(dataset, variant, train_seed)
             config = TrainConfig.from_dict({**values, "dataset": "d.zip", "outdir": "out"})
             assert config.formulation == variant
-            assert config.seed == derive_seed(params.seed, dataset, variant, train_seed)
+            assert config.seed == derive_seed(params.seed, dataset, train_seed)
             assert (values["formulation_options"] == {}) == (not variant.startswith("fdm_"))
-            seeds.add(config.seed)
-        assert len(seeds) == len(params.models())
+            seeds.setdefault((dataset, train_seed), set()).add(config.seed)
+        assert all(len(shared) == 1 for shared in seeds.values())
+        assert len(set.union(*seeds.values())) == len(params.datasets) * len(params.train_seeds)
 
 
 def test_unknown_job_and_frozen_params():

@@ -161,11 +161,16 @@ class Params:
     gpus: Gpus
     pretrained: tuple[Pretrained, ...] = ()
 
-    def seed_for(self, dataset: str, variant: str, train_seed: int) -> int:
-        """The seed of one training job (``fdm.seeding.derive_seed``), unrelated across jobs."""
-        from fdm.seeding import derive_seed  # imports torch: only where a job's seed is needed
+    def seed_for(self, dataset: str, train_seed: int) -> int:
+        """The seed of the training jobs of ``dataset`` with training seed ``train_seed``
+        (``fdm.seeding.derive_seed``), shared by every variant: a variant and its baseline trained with
+        the same training seed start from the same weights (where their networks are alike) and see the
+        same data order, noise levels, noise and augmentation, so their comparison is paired
+        (docs/report.md, "Paired differences"). Unrelated across datasets and training seeds.
+        """
+        from fdm.seeding import derive_seed
 
-        return derive_seed(self.seed, dataset, variant, train_seed)
+        return derive_seed(self.seed, dataset, train_seed)
 
     def train_config(self, dataset: str, variant: str, train_seed: int) -> dict:
         """Settings of one training job as ``fdm.training.TrainConfig`` fields, minus ``dataset`` and ``outdir``.
@@ -191,7 +196,7 @@ class Params:
             "cond": self.datasets[dataset].cond,
             "duration_kimg": self.duration_kimg,
             "snapshot_kimg": list(self.snapshot_kimg),
-            "seed": self.seed_for(dataset, variant, train_seed),
+            "seed": self.seed_for(dataset, train_seed),
         }
 
     def formulation(self, variant: str) -> str:
