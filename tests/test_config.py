@@ -13,7 +13,13 @@ from fdm.sampling import steps_for_nfe
 from fdm.seeding import derive_seed
 
 ROOT = Path(__file__).resolve().parents[1]
-PROFILES = ["params.yaml", "config/smoke.yaml", "config/study.yaml", "config/paper.yaml"]
+PROFILES = [
+    "params.yaml",
+    "config/smoke.yaml",
+    "config/study.yaml",
+    "config/paper.yaml",
+    "config/confirm.yaml",
+]
 SMOKE = (ROOT / "config" / "smoke.yaml").read_text()
 
 
@@ -85,6 +91,26 @@ def test_params_yaml_is_the_smoke_profile():
             "  compare_paper: false\n  ablations: [{name: m, setting: fdm_multiplier, variants: [fdm_edm, fdm_x]}]",
             "report.ablations[0].variants: 'fdm_x' is not a variant of this profile",
         ),
+        (
+            "  compare_paper: false",
+            "  compare_paper: false\n  confirm: {family: edm, images: 30}",
+            "report.confirm.images: 30 kimg is not a snapshot of this profile (snapshot_kimg: 10, 20)",
+        ),
+        (
+            "  compare_paper: false",
+            "  compare_paper: false\n  confirm: {family: edm, images: 10}",
+            "report.confirm.images: FDM is read at half of 10 kimg, which is not a snapshot",
+        ),
+        (
+            "  compare_paper: false",
+            "  compare_paper: false\n  confirm: {family: fdm_edm, images: 20}",
+            "report.confirm.family: unknown value 'fdm_edm'",
+        ),
+        (
+            "  compare_paper: false",
+            "  compare_paper: false\n  confirm: {family: edm, kimg: 20}",
+            "report.confirm: unknown key 'kimg'",
+        ),
         ("    lr: 1.0e-3\n", "", "train.defaults: missing key 'lr'"),
         ("    lr: 1.0e-3", "    lr: 0", "train.defaults.lr: 0 is less than or equal to the minimum of 0"),
         ("  digits:\n    source", "  Digits:\n    source", "datasets: bad name 'Digits'"),
@@ -140,6 +166,35 @@ def test_errors_are_one_line_naming_the_key(tmp_path, old, new, reason):
     message = str(err.value)
     assert message.startswith(f"{path}: {reason}"), message
     assert "\n" not in message
+
+
+def test_confirm_names_the_pre_registered_comparison_and_a_family_not_trained_is_refused(tmp_path):
+    params = load_params(ROOT / "config" / "confirm.yaml")
+    confirm = params.report.confirm
+    assert (confirm.family, confirm.images, confirm.fdm, confirm.baseline, confirm.half) == (
+        "edm",
+        160,
+        "fdm_edm",
+        "edm",
+        80,
+    )
+    assert load_params(ROOT / "config" / "study.yaml").report.confirm is None
+    text = (ROOT / "config" / "confirm.yaml").read_text()
+    path = write(
+        tmp_path, text.replace("confirm: {family: edm, images: 160}", "confirm: {family: vp, images: 160}")
+    )
+    with pytest.raises(FdmError) as err:
+        load_params(path)
+    assert str(err.value) == (
+        f"{path}: report.confirm.family: 'vp' needs variants vp and fdm_vp, which this profile does not train "
+        "(variants: edm, fdm_edm)"
+    )
+    # An ablation variant of FDM-EDM named otherwise is not the pre-registered fdm_edm.
+    renamed = text.replace("variants: [edm, fdm_edm]", "variants: [edm, fdm_edm_m1]").replace(
+        "train:\n", "train:\n  variants:\n    fdm_edm_m1: {formulation: fdm_edm}\n"
+    )
+    with pytest.raises(FdmError, match="report.confirm.family: 'edm' needs variants edm and fdm_edm"):
+        load_params(write(tmp_path, renamed))
 
 
 def test_missing_file_and_non_mapping(tmp_path):

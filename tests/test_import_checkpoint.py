@@ -396,7 +396,12 @@ def test_a_profiles_released_checkpoint_is_imported_evaluated_and_reported(tmp_p
     ]  # fmt: skip
     table = Path("reports/digits/pretrained.md").read_text()
     assert "| NFE | fdm_edm |" in table and "## heun" in table and "## dpmpp_3s" in table
-    assert sorted(p.name for p in Path("reports/digits").iterdir()) == ["pretrained.csv", "pretrained.md"]
+    assert "Floor: fid_digitsnet of " in table  # the metric's floor, from the reference statistics
+    assert sorted(p.name for p in Path("reports/digits").iterdir()) == [
+        "floor.csv",
+        "pretrained.csv",
+        "pretrained.md",
+    ]
     result = run_fdm("import-checkpoint", "--params", "params.yaml", "--dataset", "digits", "--formulation", "edm",
                      "--record", "runs/digits/edm/pretrained/trained.json")  # fmt: skip
     assert result.exit_code == 2 and "holds a FDM_EDMPrecond (fdm_edm), not the edm" in result.stderr

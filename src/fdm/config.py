@@ -119,10 +119,33 @@ class Ablation:
 
 
 @dataclasses.dataclass(frozen=True)
+class Confirm:
+    """The pre-registered comparison (``report.confirm``): ``fdm`` at ``images / 2`` kimg against
+    ``baseline`` at ``images`` kimg, paired by training seed."""
+
+    family: str
+    images: int
+
+    @property
+    def baseline(self) -> str:
+        return self.family
+
+    @property
+    def fdm(self) -> str:
+        """The FDM formulation over ``family`` (names.BASELINE read backwards), a variant of that name."""
+        return next(fdm for fdm, base in names.BASELINE.items() if base == self.family)
+
+    @property
+    def half(self) -> int:
+        return self.images // 2
+
+
+@dataclasses.dataclass(frozen=True)
 class Report:
     metric: str
     compare_paper: bool
     ablations: tuple[Ablation, ...] = ()
+    confirm: Confirm | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -330,6 +353,9 @@ def _cross_check(path, data: dict) -> None:
         for variant in axis["variants"]:
             if variant not in data["variants"]:
                 fail(f"report.ablations[{i}].variants", f"{variant!r} is not a variant of this profile")
+    confirm = data["report"].get("confirm")
+    if confirm is not None:
+        _check_confirm(fail, Confirm(**confirm), data)
     released = set()
     for i, entry in enumerate(data["pretrained"]):
         if entry["dataset"] not in datasets:
@@ -339,6 +365,32 @@ def _cross_check(path, data: dict) -> None:
         released.add((entry["dataset"], entry["formulation"]))
     if "inception" not in extractors and modes != ["clean"]:
         fail("eval.modes", "modes other than clean apply to the inception extractor only")
+
+
+def _check_confirm(fail, confirm: Confirm, data: dict) -> None:
+    """The pre-registered comparison must be one the profile trains and snapshots."""
+    variants = data["variants"]
+    formulations = {v: data["train"].get("variants", {}).get(v, {}).get("formulation", v) for v in variants}
+    for needed in (confirm.baseline, confirm.fdm):
+        if needed not in variants or formulations[needed] != needed:
+            fail(
+                "report.confirm.family",
+                f"{confirm.family!r} needs variants {confirm.baseline} and {confirm.fdm}, "
+                f"which this profile does not train (variants: {', '.join(variants)})",
+            )
+    kimgs = data["snapshot_kimg"]
+    listed = ", ".join(str(k) for k in kimgs)
+    if confirm.images not in kimgs:
+        fail(
+            "report.confirm.images",
+            f"{confirm.images} kimg is not a snapshot of this profile (snapshot_kimg: {listed})",
+        )
+    if confirm.images % 2 or confirm.half not in kimgs:
+        fail(
+            "report.confirm.images",
+            f"FDM is read at half of {confirm.images} kimg, which is not a snapshot of this profile "
+            f"(snapshot_kimg: {listed})",
+        )
 
 
 def load_params(path: str | Path) -> Params:
@@ -379,6 +431,7 @@ def load_params(path: str | Path) -> Params:
                 Ablation(a["name"], a["setting"], tuple(a["variants"]))
                 for a in data["report"].get("ablations", [])
             ),
+            confirm=Confirm(**data["report"]["confirm"]) if "confirm" in data["report"] else None,
         ),
         gpus=Gpus(**data["gpus"]),
         pretrained=tuple(Pretrained(**entry) for entry in data["pretrained"]),

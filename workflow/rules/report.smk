@@ -4,6 +4,8 @@
 rule report:
     input:
         evaluations(),
+        # the metric's floor (FID of real images) comes from the reference statistics
+        [paths.stats(d, e) for d in PARAMS.datasets for e in PARAMS.eval.extractors],
     output:
         directory(paths.REPORTS),
     log:
@@ -16,6 +18,7 @@ rule report:
         layout=[
             config["datasets"],
             config["variants"],
+            config["eval"]["num_samples"],
             config["train_seeds"],
             config["duration_kimg"],
             config["snapshot_kimg"],
