@@ -48,7 +48,12 @@ class Floor:
 
     def describe(self, metric: str) -> str:
         spread = "" if self.std is None else f", sd {self.std:.3g}"
-        source = f"{self.draws} {self.how} draws of {self.n:,} from the {self.reference:,} reference images"
+        if self.how == "disjoint":
+            source = f"{self.draws} disjoint draws of {self.n:,} from the {self.reference:,} reference images"
+        else:
+            source = (
+                f"{self.draws} draws of {self.n:,} {self.how} from the {self.reference:,} reference images"
+            )
         return f"{metric} of {self.n:,} real images against the reference statistics: {self.mean:.3g} ({source}{spread})"
 
 

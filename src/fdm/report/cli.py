@@ -19,7 +19,9 @@ from fdm.report.write import write_report
     "--out", default="reports", show_default=True, type=click.Path(file_okay=False), help="Output folder."
 )
 def report(params_path: str, runs: str, out: str) -> None:
-    """Tables and plots (FID vs Mimg and NFE, paired comparisons, the claims, FDM speedups) from every
-    metrics.json under RUNS; the pre-registered statistic (report.confirm) is printed first."""
+    """Tables and plots (curves, paired comparisons, the claims, speedups) from every metrics.json under RUNS.
+
+    The pre-registered statistic (report.confirm) is printed first.
+    """
     for path in write_report(load_params(params_path), runs, out, echo=click.echo):
         click.echo(f"wrote {path}")
