@@ -21,3 +21,16 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def project_outputs_untouched():
+    """No test writes pipeline outputs into the checkout itself: a command run with the project's root as
+    its working directory would claim out/<name>/ there (run such tests in a temporary folder)."""
+    from pathlib import Path
+
+    out = Path(__file__).resolve().parents[1] / "out"
+    before = sorted(out.rglob("*")) if out.exists() else []
+    yield
+    after = sorted(out.rglob("*")) if out.exists() else []
+    assert after == before, f"tests wrote into {out}: {sorted(set(after) - set(before))[:5]}"

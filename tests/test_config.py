@@ -121,6 +121,26 @@ def test_params_yaml_is_the_smoke_profile():
             "  compare_paper: false\n  ablations: [{name: c, setting: lrr, variants: [fdm_edm, fdm_vp]}]",
             "report.ablations[0].setting: 'lrr' is neither a training setting (lr, dropout,",
         ),
+        (
+            "  compare_paper: false",
+            "  compare_paper: false\n  confirm: {family: edm, images: 30}",
+            "report.confirm.images: 30 kimg is not a snapshot of this profile (snapshot_kimg: 10, 20)",
+        ),
+        (
+            "  compare_paper: false",
+            "  compare_paper: false\n  confirm: {family: edm, images: 10}",
+            "report.confirm.images: FDM is read at half of 10 kimg, which is not a snapshot",
+        ),
+        (
+            "  compare_paper: false",
+            "  compare_paper: false\n  confirm: {family: fdm_edm, images: 20}",
+            "report.confirm.family: unknown value 'fdm_edm'",
+        ),
+        (
+            "  compare_paper: false",
+            "  compare_paper: false\n  confirm: {family: edm, kimg: 20}",
+            "report.confirm: unknown key 'kimg'",
+        ),
         ("    lr: 1.0e-3\n", "", "train.defaults: missing key 'lr'"),
         ("    lr: 1.0e-3", "    lr: 0", "train.defaults.lr: 0 is less than or equal to the minimum of 0"),
         ("  digits:\n    source", "  Digits:\n    source", "datasets: bad name 'Digits'"),
@@ -185,6 +205,35 @@ def test_errors_are_one_line_naming_the_key(tmp_path, old, new, reason):
     assert "\n" not in message
 
 
+def test_confirm_names_the_pre_registered_comparison_and_a_family_not_trained_is_refused(tmp_path):
+    params = load_params(ROOT / "config" / "confirm.yaml")
+    confirm = params.report.confirm
+    assert (confirm.family, confirm.images, confirm.fdm, confirm.baseline, confirm.half) == (
+        "edm",
+        160,
+        "fdm_edm",
+        "edm",
+        80,
+    )
+    assert load_params(ROOT / "config" / "study.yaml").report.confirm is None
+    text = (ROOT / "config" / "confirm.yaml").read_text()
+    path = write(
+        tmp_path, text.replace("confirm: {family: edm, images: 160}", "confirm: {family: vp, images: 160}")
+    )
+    with pytest.raises(FdmError) as err:
+        load_params(path)
+    assert str(err.value) == (
+        f"{path}: report.confirm.family: 'vp' needs variants vp and fdm_vp, which this profile does not train "
+        "(variants: edm, fdm_edm)"
+    )
+    # An ablation variant of FDM-EDM named otherwise is not the pre-registered fdm_edm.
+    renamed = text.replace("variants: [edm, fdm_edm]", "variants: [edm, fdm_edm_m1]").replace(
+        "train:\n", "train:\n  variants:\n    fdm_edm_m1: {formulation: fdm_edm}\n"
+    )
+    with pytest.raises(FdmError, match="report.confirm.family: 'edm' needs variants edm and fdm_edm"):
+        load_params(write(tmp_path, renamed))
+
+
 def test_missing_file_and_non_mapping(tmp_path):
     with pytest.raises(FdmError, match="params file not found: .*nope.yaml"):
         load_params(tmp_path / "nope.yaml")
@@ -228,22 +277,26 @@ def test_layers_override_in_order(tmp_path):
     assert [params.train_config("digits", v, 0)["lr"] for v in ("edm", "vp", "ve")] == [1.0, 2.0, 2.0]
 
 
-def test_train_config_is_a_training_config_and_seeds_differ():
+def test_train_config_is_a_training_config_and_seeds_are_shared_by_the_variants():
+    """A job's seed is derive_seed(seed, dataset, train_seed): one per (dataset, training seed), the same
+    for every variant (a variant and its baseline are paired: tests/test_pairing.py), none shared across
+    datasets or training seeds."""
     from fdm.diffusion import formulation
     from fdm.training import TrainConfig
 
     for profile in PROFILES[1:]:
         params = load_params(ROOT / profile)
-        seeds = set()
+        seeds = {}
         for dataset, variant, train_seed in params.models():
             values = params.train_config(dataset, variant, train_seed)
             config = TrainConfig.from_dict({**values, "dataset": "d.zip", "outdir": "out"})
             assert config.formulation == params.formulation(variant)
-            assert config.seed == derive_seed(params.seed, dataset, variant, train_seed)
+            assert config.seed == derive_seed(params.seed, dataset, train_seed)
             built = formulation(config.formulation, **config.formulation_options)  # the options are its own
             assert built.name == config.formulation
-            seeds.add(config.seed)
-        assert len(seeds) == len(params.models())
+            seeds.setdefault((dataset, train_seed), set()).add(config.seed)
+        assert all(len(shared) == 1 for shared in seeds.values())
+        assert len(set.union(*seeds.values())) == len(params.datasets) * len(params.train_seeds)
 
 
 def test_unknown_job_and_frozen_params():

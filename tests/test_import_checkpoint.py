@@ -464,8 +464,9 @@ def test_a_profiles_released_checkpoint_is_imported_evaluated_and_reported(tmp_p
     ]  # fmt: skip
     table = Path(f"{out}/reports/digits/pretrained.md").read_text()
     assert "| NFE | fdm_edm |" in table and "## heun" in table and "## dpmpp_3s" in table
+    assert "Floor: fid_digitsnet of " in table  # the metric's floor, from the reference statistics
     assert sorted(p.name for p in Path(f"{out}/reports/digits").iterdir()) == [
-        "pretrained.csv", "pretrained.md", "versions.json"
+        "floor.csv", "pretrained.csv", "pretrained.md", "versions.json"
     ]  # fmt: skip
     assert json.loads(Path(run, "trained.json").read_text())["code"]["stage"] == "import_checkpoint"
     result = run_fdm("import-checkpoint", "--params", "params.yaml", "--dataset", "digits", "--formulation", "edm",

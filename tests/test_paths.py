@@ -106,6 +106,8 @@ def test_the_schema_spells_the_names_of_the_names_module():
     assert sorted(evaluation["nfe_study"]["properties"]) == sorted(names.SAMPLERS)
     metrics = schema()["properties"]["report"]["properties"]["metric"]["enum"]
     assert sorted(metrics) == sorted(names.metric_names(names.EXTRACTORS, names.INCEPTION_MODES))
+    confirm = schema()["properties"]["report"]["properties"]["confirm"]["properties"]
+    assert sorted(confirm["family"]["enum"]) == sorted(set(names.BASELINE.values()))
 
 
 def test_the_schema_derives_the_formulations_from_the_names_module(monkeypatch):

@@ -19,9 +19,10 @@ from scipy import stats as scipy_stats
 from fdm import names, paper_results, paths
 from fdm.config import load_params
 from fdm.errors import FdmError
-from fdm.report.ablation import difference
+from fdm.metrics.stats import ReferenceStats, feature_moments, save_stats
 from fdm.report.cli import report
 from fdm.report.figures import line_styles
+from fdm.report.paired import paired, welch
 from fdm.report.records import Record, Stat, aggregate, read_records, t_interval
 from fdm.report.tables import (
     fid_vs_mimg_markdown,
@@ -51,6 +52,11 @@ def records(dataset, variant, values: dict, sampler="heun", nfe=15, kimg=None, s
         )
         for x, y in values.items()
     ]
+
+
+def log_log(x0, y0, x1, y1, target):
+    """Where the straight line through (log x0, log y0) and (log x1, log y1) is at log(target)."""
+    return x0 * (x1 / x0) ** (math.log(y0 / target) / math.log(y0 / y1))
 
 
 def by_variant(rows, measure):
@@ -94,9 +100,20 @@ def test_training_speedup_known_answers():
     rows = by_variant(speedup_rows(recs, "d", PAIRS, ("heun", 15), 40), "kimg")
     edm, vp, ve = rows["heun", "fdm_edm"], rows["heun", "fdm_vp"], rows["heun", "fdm_ve"]
     assert (edm["baseline_at"], edm["target"], edm["baseline_reached"], edm["reached"]) == (40, 2.0, 40, 20)
-    assert (edm["speedup"], edm["status"]) == (2.0, "reached")
-    assert vp["reached"] == pytest.approx(20.0) and vp["first"] == 30 and vp["speedup"] == pytest.approx(2.0)
-    assert (ve["reached"], ve["speedup"], ve["status"]) == (None, None, "not reached")
+    assert (edm["speedup"], edm["status"], edm["tolerance"]) == (2.0, "reached", 0.0)  # one seed: no SE
+    # 3 -> 1 between 10 and 30 crosses 2 at 10 * 3^(ln 1.5 / ln 3) = 15 in log-log, at 20 on a straight line
+    assert (
+        vp["reached"] == pytest.approx(15.0) and vp["first"] == 30 and vp["speedup"] == pytest.approx(40 / 15)
+    )
+    assert (vp["strict_reached"], vp["strict_speedup"], vp["strict_status"]) == (
+        pytest.approx(20.0), pytest.approx(2.0), "reached"
+    )  # fmt: skip
+    assert (ve["reached"], ve["speedup"], ve["status"], ve["strict_status"]) == (
+        None,
+        None,
+        "not reached",
+        "not reached",
+    )
     for row in (edm, vp, ve):  # one training seed: no interval
         assert (row["ci_low"], row["ci_high"], row["not_reached_share"], row["n_baseline"]) == (
             None,
@@ -113,8 +130,12 @@ def test_a_baseline_that_gets_there_early_is_credited_with_its_own_first_crossin
     )
     row = by_variant(speedup_rows(recs, "d", {"fdm_edm": "edm"}, ("heun", 15), 50), "kimg")["heun", "fdm_edm"]
     assert (row["baseline_at"], row["target"]) == (50, 2.0)
-    assert row["baseline_reached"] == pytest.approx(30.0)
-    assert row["speedup"] == pytest.approx(30.0 / 20.0)
+    assert row["baseline_reached"] == pytest.approx(log_log(20, 3.0, 40, 1.0, 2.0))
+    assert row["speedup"] == pytest.approx(log_log(20, 3.0, 40, 1.0, 2.0) / 20.0)
+    assert (row["strict_baseline_reached"], row["strict_speedup"]) == (
+        pytest.approx(30.0),
+        pytest.approx(1.5),
+    )
 
 
 def test_sampling_speedup_known_answers():
@@ -129,10 +150,11 @@ def test_sampling_speedup_known_answers():
     )
     rows = speedup_rows(recs, "d", {"fdm_edm": "edm"}, ("heun", 15), 40)
     row = by_variant(rows, "nfe")["heun", "fdm_edm"]
-    crossing = 5 + (2.6 - 2.4) / (2.6 - 2.3) * 4
+    crossing = log_log(5, 2.6, 9, 2.3, 2.4)
     assert (row["baseline_at"], row["target"], row["baseline_reached"], row["first"]) == (25, 2.4, 15, 9)
     assert row["reached"] == pytest.approx(crossing)
     assert row["speedup"] == pytest.approx(15 / crossing)
+    assert row["strict_reached"] == pytest.approx(5 + (2.6 - 2.4) / (2.6 - 2.3) * 4)
     euler = by_variant(rows, "nfe")["euler", "fdm_edm"]
     assert (euler["reached"], euler["speedup"], euler["status"]) == (5, 1.0, "reached at first point")
     assert [r["measure"] for r in rows] == [
@@ -151,23 +173,38 @@ def linear_seeds(variant, slope, offsets, floor=-math.inf, dataset="d"):
     return recs
 
 
-def test_bootstrap_interval_contains_the_true_ratio_within_closed_form_bounds():
-    """Baseline 10 - 0.2 k + c, FDM 10 - 0.4 k + d: with seed means c, d the ratio is 40 / (20 + 2.5 (d - c))."""
-    offsets = (-0.1, 0.0, 0.1)
-    recs = linear_seeds("edm", 0.2, offsets) + linear_seeds("fdm_edm", 0.4, offsets)
+def power_seeds(variant, scale, factors, dataset="d"):
+    """One record curve per seed: value = scale * factor / kimg at kimg 5, 10, ..., 40 (a power law)."""
+    return [
+        r
+        for seed, factor in enumerate(factors)
+        for r in records(dataset, variant, {k: scale * factor / k for k in range(5, 45, 5)}, seed=seed)
+    ]
+
+
+def test_bootstrap_interval_of_paired_seeds_within_closed_form_bounds():
+    """Baseline 80 a_i / k, FDM 40 b_i / k on seed i: a resample with mean factors a, b reaches the threshold
+    (target 2 a plus its SE, whatever that is) at 40 a / (a + SE) and 20 b / (a + SE): ratio 2 a / b. With
+    b = a on every seed each paired resample gives exactly 2; with b a permutation of a, the ratio lies
+    between 2 min(a_i / b_i) and 2 max(a_i / b_i)."""
+    factors = (0.9, 1.0, 1.1)
+    recs = power_seeds("edm", 80.0, factors) + power_seeds("fdm_edm", 40.0, factors)
     row = speedup_rows(recs, "d", {"fdm_edm": "edm"}, ("heun", 15), 40)[0]
-    assert (row["target"], row["reached"], row["speedup"]) == (
+    se = 2 * float(np.std(factors, ddof=1)) / math.sqrt(3)
+    assert (row["target"], row["tolerance"], row["speedup"]) == (
         pytest.approx(2.0),
-        pytest.approx(20.0),
+        pytest.approx(se),
         pytest.approx(2.0),
     )
-    assert 40 / 20.5 - 1e-9 <= row["ci_low"] < 2.0 < row["ci_high"] <= 40 / 19.5 + 1e-9
-    assert (row["not_reached_share"], row["n_baseline"], row["n_fdm"]) == (0.0, 3, 3)
-    same = linear_seeds("edm", 0.2, (0.0,) * 3) + linear_seeds("fdm_edm", 0.4, (0.0,) * 3)
-    row = speedup_rows(same, "d", {"fdm_edm": "edm"}, ("heun", 15), 40)[0]
-    assert row["ci_low"] == pytest.approx(2.0) and row["ci_high"] == pytest.approx(
-        2.0
-    )  # collapses to a point
+    assert row["reached"] == pytest.approx(20 / (1 + se / 2))
+    assert (row["ci_low"], row["ci_high"]) == (pytest.approx(2.0), pytest.approx(2.0))  # paired: a point
+    assert (row["not_reached_share"], row["n_baseline"], row["n_fdm"], row["pairs"]) == (0.0, 3, 3, 3)
+    swapped = (1.1, 0.9, 1.0)
+    recs = power_seeds("edm", 80.0, factors) + power_seeds("fdm_edm", 40.0, swapped)
+    row = speedup_rows(recs, "d", {"fdm_edm": "edm"}, ("heun", 15), 40)[0]
+    ratios = [2 * a / b for a, b in zip(factors, swapped, strict=True)]
+    assert row["speedup"] == pytest.approx(2.0)
+    assert min(ratios) - 1e-9 <= row["ci_low"] < 2.0 < row["ci_high"] <= max(ratios) + 1e-9
 
 
 def test_bootstrap_share_of_resamples_that_never_reach_the_target():
@@ -195,7 +232,7 @@ def test_paper_speedups_from_the_paper_tables():
     mimg, nfe = paper_results.fid_vs_kimg("afhqv2"), paper_results.fid_vs_nfe("afhqv2")
     rows = speedup_rows([], "afhqv2", PAIRS, ("heun", 79), 200000, mimg, nfe)
     training = by_variant(rows, "kimg")["heun", "fdm_edm"]
-    crossing = 50000 + (2.73 - 2.37) / (2.73 - 2.05) * 50000
+    crossing = log_log(50000, 2.73, 100000, 2.05, 2.37)
     assert training["paper_reached"] == pytest.approx(crossing)
     assert training["paper_speedup"] == pytest.approx(200000 / crossing)
     assert training["status"] == "no baseline runs"  # ours: nothing recorded
@@ -247,6 +284,29 @@ def test_markdown_one_line_per_mimg_one_column_per_variant_that_ran():
 # On disk and through the command ------------------------------------------------------------------------------
 
 
+def write_stats(root: Path, params, count: int = 500, dim: int = 8) -> None:
+    """Reference statistics for every dataset and feature space of the profile at their `fdm.paths`
+    places under ``root`` (the report computes the metric's floor from them): Gaussian features."""
+    rng = np.random.default_rng(0)
+    for dataset in params.datasets:
+        for extractor, mode in params.eval.spaces():
+            features = rng.standard_normal((count, dim)).astype(np.float32)
+            mu, sigma = feature_moments(features)
+            ref = ReferenceStats(
+                mu, sigma, features, extractor, mode, "0" * 64, f"{dataset}.zip", "0" * 64, (4, 4, 1)
+            )
+            path = root / paths.stats_file(params.name, dataset, extractor, mode)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_stats(path, ref)
+
+
+@pytest.fixture
+def in_project(tmp_path, monkeypatch):
+    """Run in ``tmp_path`` as in a project's root: the report finds the reference statistics there."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
 def write_runs(runs: Path, params, value) -> None:
     """A metrics.json for every evaluation the profile asks for, with value(dataset, variant, seed, kimg, sampler, nfe)."""
     for dataset, variant, seed in params.models():
@@ -268,8 +328,10 @@ def smoke_value(dataset, variant, seed, kimg, sampler, nfe):
 
 
 def run_report(tmp_path, params_path, value) -> Path:
-    """Synthetic runs for the profile, ``fdm report`` twice (byte-identical files), the report folder."""
+    """Synthetic runs and reference statistics for the profile, ``fdm report`` twice (byte-identical
+    files), the report folder. Runs in ``tmp_path`` (the fixture ``in_project``)."""
     write_runs(tmp_path / "runs", load_params(params_path), value)
+    write_stats(tmp_path, load_params(params_path))
     args = [
         "--params",
         str(params_path),
@@ -283,6 +345,7 @@ def run_report(tmp_path, params_path, value) -> Path:
     folder = tmp_path / "reports" / "digits"
     names = sorted(p.name for p in folder.iterdir())
     expected = [f"{s}.{e}" for s in ("fid_vs_mimg", "fid_vs_nfe", "speedup") for e in ("csv", "md", "png")]
+    expected += ["claims.csv", "claims.md", "paired.csv", "paired.md", "per_seed.csv", "floor.csv"]
     assert names == sorted([*expected, "versions.json"])
     first = {name: (folder / name).read_bytes() for name in names}
     assert CliRunner().invoke(report, args).exit_code == 0
@@ -300,16 +363,21 @@ def csv_rows(path: Path) -> list[dict]:
         return list(csv.DictReader(file))
 
 
-def test_report_command_end_to_end_one_seed(tmp_path):
+def test_report_command_end_to_end_one_seed(in_project):
+    tmp_path = in_project
     folder = run_report(tmp_path, ROOT / "params.yaml", smoke_value)
     speedup = (folder / "speedup.csv").read_text().splitlines()
     # FDM is at the target at its first snapshot: credited with it, a lower bound; one seed: no interval.
-    assert (
-        speedup[1] == "kimg,fdm_edm,edm,heun,20,2.133333,20,10,10,2.000000,,,,1,1,reached at first point,,,"
+    assert speedup[1] == (
+        "kimg,fdm_edm,edm,heun,20,2.133333,0.000000,20,10,10,2.000000,,,,1,1,1,reached at first point,"
+        "20,10,2.000000,reached at first point,,,"
     )
     mimg = (folder / "fid_vs_mimg.md").read_text()
     assert "| 0.01 | 4.13 | 2.13 |" in mimg and "(paper" not in mimg and "(n=1)" in mimg
-    assert "| ≥ 2.00x | n=1: none | 1/1 |" in (folder / "speedup.md").read_text()
+    assert (
+        "| ≥ 2.00x | n=1 seed pairs: none (needs 2) | 0.02 / 0.01 | ≥ 2.00x | 1/1 |"
+        in (folder / "speedup.md").read_text()
+    )
     assert csv_rows(folder / "fid_vs_mimg.csv")[0]["ci_low"] == ""
 
 
@@ -330,16 +398,32 @@ def study_value(dataset, variant, seed, kimg, sampler, nfe):
     return base + STUDY_OFFSETS[seed]
 
 
-def test_report_study_profile_three_seeds(tmp_path):
+def test_report_study_profile_three_seeds(in_project):
+    tmp_path = in_project
     folder = run_report(tmp_path, ROOT / "config" / "study.yaml", study_value)
     rows = {(r["measure"], r["sampler"], r["variant"]): r for r in csv_rows(folder / "speedup.csv")}
-    expected = {("kimg", "heun"): 40 / 20, ("nfe", "heun"): 35 / 11, ("nfe", "dpmpp_3s"): 25 / 8}
+    # Robust rule: the target plus its SE over the offsets (-0.25, 0, 0.25), 0.25 / sqrt(3), crossed in
+    # log-log; strict: the target itself on straight lines (2x, 35/11 and 25/8 by construction).
+    se = 0.25 / math.sqrt(3)
+    expected = {
+        ("kimg", "heun"): (
+            log_log(30, 0.5 + 80 / 30, 40, 2.5, 2.5 + se) / log_log(10, 4.5, 20, 2.5, 2.5 + se),
+            2.0,
+        ),
+        ("nfe", "heun"): (log_log(19, 2.5, 35, 2.0, 2.0 + se) / log_log(7, 3.0, 11, 2.0, 2.0 + se), 35 / 11),
+        ("nfe", "dpmpp_3s"): (
+            log_log(15, 2.5, 25, 2.0, 2.0 + se) / log_log(5, 3.0, 8, 2.0, 2.0 + se),
+            25 / 8,
+        ),
+    }
     assert len(rows) == 3 * len(expected)
     for (measure, sampler, variant), row in rows.items():
-        ratio = expected[measure, sampler]
+        ratio, strict = expected[measure, sampler]
         assert float(row["speedup"]) == pytest.approx(ratio, abs=1e-6), (measure, sampler, variant)
+        assert float(row["strict_speedup"]) == pytest.approx(strict, abs=1e-6), (measure, sampler, variant)
+        assert float(row["tolerance"]) == pytest.approx(se, abs=1e-6)
         assert float(row["ci_low"]) <= ratio <= float(row["ci_high"])
-        assert (row["n_baseline"], row["n_fdm"], row["status"]) == ("3", "3", "reached")
+        assert (row["n_baseline"], row["n_fdm"], row["pairs"], row["status"]) == ("3", "3", "3", "reached")
     # t interval of {x - 0.25, x, x + 0.25}: s = 0.25, half width t_{0.975, 2} * 0.25 / sqrt(3) = 0.62
     mimg = (folder / "fid_vs_mimg.md").read_text()
     assert "| 0.04 | 2.50 [1.88, 3.12] | 1.50 [0.879, 2.12] |" in mimg and "n=3 training seeds" in mimg
@@ -350,9 +434,44 @@ def test_report_study_profile_three_seeds(tmp_path):
     )
     nfe = csv_rows(folder / "fid_vs_nfe.csv")
     assert {r["sampler"] for r in nfe} == {"heun", "dpmpp_3s"} and len(nfe) == 6 * 10
+    # The seed offsets are shared by a variant and its baseline: every paired difference has no spread.
+    paired = {(r["variant"], r["kimg"], r["sampler"], r["nfe"]): r for r in csv_rows(folder / "paired.csv")}
+    assert len(paired) == 3 * (4 + 9)  # 4 snapshots at heun 19, 9 other points of the final snapshot
+    at_20 = paired["fdm_vp", "20", "heun", "19"]  # (0.5 + 40/20) - (0.5 + 80/20) = -2
+    assert (float(at_20["difference"]), float(at_20["ci_low"]), float(at_20["ci_high"])) == (-2.0, -2.0, -2.0)
+    assert (at_20["pairs"], at_20["worse"]) == ("3", "0")
+    assert float(at_20["welch_ci_low"]) < -2.5  # Welch ignores the pairing: the offsets' spread enters
+    assert "| 0.02 | -2.00 [-2.00, -2.00], worse in 0 of 3 |" in (folder / "paired.md").read_text()
+    # Claims: FDM at N/2 equals the baseline at N (difference 0) at N = 20 and 40; the paper's sampling
+    # form pairs NFE 7 with 19 and 11 with 35 (heun), 5 with 15, 8 and 10 with 25 (dpmpp_3s).
+    claims = csv_rows(folder / "claims.csv")
+    training = [(r["variant"], r["baseline_kimg"], r["variant_kimg"], float(r["difference"]), r["role"])
+                for r in claims if r["form"] == "training"]  # fmt: skip
+    assert training == [
+        (v, n, str(int(n) // 2), 0.0, "exploratory")
+        for v in ("fdm_edm", "fdm_vp", "fdm_ve")
+        for n in ("20", "40")
+    ]
+    sampling = {(r["sampler"], r["variant_nfe"], r["baseline_nfe"]): float(r["difference"])
+                for r in claims if r["form"] == "sampling_paper" and r["variant"] == "fdm_edm"}  # fmt: skip
+    assert sampling == {("heun", "7", "19"): 0.5, ("heun", "11", "35"): 0.0, ("dpmpp_3s", "5", "15"): 0.5,
+                        ("dpmpp_3s", "8", "25"): 0.0, ("dpmpp_3s", "10", "25"): pytest.approx(-0.8)}  # fmt: skip
+    converged = [(r["sampler"], r["variant_nfe"], r["baseline_nfe"], r["ratio"]) for r in claims
+                 if r["form"] == "sampling_converged" and r["variant"] == "fdm_edm"]  # fmt: skip
+    assert converged == [("dpmpp_3s", "25", "25", "1.000000"), ("heun", "35", "35", "1.000000")]
+    text = (folder / "claims.md").read_text()
+    assert (
+        "No comparison is pre-registered (report.confirm)" in text and "Floor: fid_digitsnet of 400" in text
+    )
+    per_seed = csv_rows(folder / "per_seed.csv")
+    assert len(per_seed) == 6 * 3 * (3 + 10) and per_seed[0] == {
+        "variant": "edm", "train_seed": "0", "kimg": "10", "sampler": "heun", "nfe": "19", "metric": "fid_digitsnet",
+        "value": f"{0.5 + 80 / 10 - 0.25:.6f}",
+    }  # fmt: skip
 
 
-def test_paper_profile_our_numbers_equal_to_the_paper_give_the_paper_speedups(tmp_path):
+def test_paper_profile_our_numbers_equal_to_the_paper_give_the_paper_speedups(in_project):
+    tmp_path = in_project
     params = load_params(ROOT / "config" / "paper.yaml")
     params = dataclasses.replace(
         params, datasets={"afhqv2": params.datasets["afhqv2"]}
@@ -370,6 +489,7 @@ def test_paper_profile_our_numbers_equal_to_the_paper_give_the_paper_speedups(tm
         )
 
     write_runs(tmp_path / "runs", params, value)
+    write_stats(tmp_path, params)
     write_report(params, tmp_path / "runs", tmp_path / "reports")
     lines = (tmp_path / "reports" / "afhqv2" / "speedup.csv").read_text().splitlines()
     header = lines[0].split(",")
@@ -416,9 +536,10 @@ def test_bad_records_are_clear_errors(tmp_path):
 
 
 @pytest.mark.slow  # imports every stage command (torch, clean-fid): seconds on a loaded CPU
-def test_fdm_report_is_registered_and_fails_with_one_line(tmp_path):
+def test_fdm_report_is_registered_and_fails_with_one_line(in_project):
     from fdm.cli import main
 
+    tmp_path = in_project
     out = tmp_path / "reports"
     args = [
         "report",
@@ -436,32 +557,37 @@ def test_fdm_report_is_registered_and_fails_with_one_line(tmp_path):
     assert not out.exists()
 
 
-def test_difference_is_welchs_interval():
+def test_welch_is_scipys_unequal_variance_interval():
     """The ablation's variant-less-baseline interval is Welch's t interval, as scipy's unequal-variance t test
     gives it from the raw values; one seed on a side leaves the difference without an interval."""
     a, b = [10.0, 12.5, 17.0, 11.0], [8.0, 8.4, 9.1]
     stat = {k: Stat(float(np.mean(v)), float(np.std(v, ddof=1)), len(v)) for k, v in (("a", a), ("b", b))}
-    delta, low, high = difference(stat["a"], stat["b"])
-    welch = scipy_stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    delta, low, high = welch(stat["a"], stat["b"])
+    reference = scipy_stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
     assert delta == pytest.approx(np.mean(a) - np.mean(b))
-    assert (low, high) == pytest.approx((welch.low, welch.high), rel=1e-9)
+    assert (low, high) == pytest.approx((reference.low, reference.high), rel=1e-9)
     student = scipy_stats.ttest_ind(a, b, equal_var=True).confidence_interval(0.95)
     assert abs(low - student.low) > 0.01  # unequal spreads: not the pooled interval
-    assert difference(stat["a"], Stat(9.0, None, 1)) == (pytest.approx(np.mean(a) - 9.0), None, None)
-    assert difference(None, stat["b"]) == (None, None, None)
+    assert welch(stat["a"], Stat(9.0, None, 1)) == (pytest.approx(np.mean(a) - 9.0), None, None)
+    assert welch(None, stat["b"]) == (None, None, None)
 
 
-def test_ablation_axes_table_and_figure(tmp_path):
+def test_ablation_axes_table_and_figure(in_project):
     """config/ablation.yaml: per axis, the final metric of each variant against its setting's value (read
-    from the profile), beside its baseline's; the multiplier axis below has a known mean per variant."""
+    from the profile), beside its baseline's, and their difference paired by seed; the multiplier axis
+    below has a known mean per variant. Seed s adds (s - 1) to every model and, to FDM models only,
+    (s - 1) / 2 more: the per-seed differences spread by 1/2, the two sides' values by 1.5 and 1."""
+    tmp_path = in_project
     params = load_params(ROOT / "config" / "ablation.yaml")
     final = {"fdm_edm_m05": 30.0, "fdm_edm_m1": 20.0, "fdm_edm": 10.0, "fdm_edm_m4": 40.0, "edm": 8.0}
 
     def value(dataset, variant, seed, kimg, sampler, nfe):
-        at_end = final.get(variant, 50.0) + (seed - 1)  # seeds 0, 1, 2: mean final[variant], sd 1
+        extra = (seed - 1) / 2 if variant.startswith("fdm_") else 0.0
+        at_end = final.get(variant, 50.0) + (seed - 1) + extra
         return at_end if kimg == params.duration_kimg else at_end + 100.0 / kimg
 
     write_runs(tmp_path / "runs", params, value)
+    write_stats(tmp_path, params)
     written = {p.name for p in write_report(params, tmp_path / "runs", tmp_path / "reports")}
     assert {
         f"ablation_{a}.{x}" for a in ("multiplier", "warmup", "cin") for x in ("csv", "md", "png")
@@ -471,22 +597,28 @@ def test_ablation_axes_table_and_figure(tmp_path):
     assert [(float(r["value"]), r["variant"]) for r in rows] == [
         (0.5, "fdm_edm_m05"), (1.0, "fdm_edm_m1"), (2.0, "fdm_edm"), (4.0, "fdm_edm_m4")
     ]  # fmt: skip
-    half = 4.302653 / math.sqrt(3)  # t_{0.975, 2} * sd / sqrt(n)
+    t2 = 4.302653  # t_{0.975, 2}
+    # Welch: sds 1.5 and 1, n 3 each: se^2 = 0.75 + 1/3, Welch-Satterthwaite degrees of freedom
+    se2 = 0.75 + 1 / 3
+    dof = se2**2 / (0.75**2 / 2 + (1 / 3) ** 2 / 2)
+    welch_half = scipy_stats.t.ppf(0.975, dof) * math.sqrt(se2)
     for r in rows:
         assert float(r["mean"]) == pytest.approx(final[r["variant"]])
-        assert float(r["ci_high"]) - float(r["mean"]) == pytest.approx(half, rel=1e-5)
+        assert float(r["ci_high"]) - float(r["mean"]) == pytest.approx(t2 * 1.5 / math.sqrt(3), rel=1e-5)
         assert (r["baseline"], float(r["baseline_mean"]), r["n"]) == ("edm", 8.0, "3")
-        # Welch: equal sds (1) and n (3): se = sqrt(2/3), 4 degrees of freedom, t_{0.975, 4} = 2.776445
         assert float(r["difference"]) == pytest.approx(final[r["variant"]] - 8.0)
-        welch = 2.776445 * math.sqrt(2 / 3)
-        assert float(r["difference_ci_high"]) - float(r["difference"]) == pytest.approx(welch, rel=1e-5)
-        assert float(r["difference"]) - float(r["difference_ci_low"]) == pytest.approx(welch, rel=1e-5)
+        paired_half = t2 * 0.5 / math.sqrt(3)  # the per-seed differences: sd 1/2
+        assert float(r["difference_ci_high"]) - float(r["difference"]) == pytest.approx(paired_half, rel=1e-5)
+        assert float(r["difference"]) - float(r["difference_ci_low"]) == pytest.approx(paired_half, rel=1e-5)
+        assert float(r["welch_ci_high"]) - float(r["difference"]) == pytest.approx(welch_half, rel=1e-6)
+        assert (r["pairs"], r["worse"]) == ("3", "3")
     cin = (tmp_path / "reports" / "digits" / "ablation_cin.md").read_text()
     assert "| scale | fdm_vp_scale | fdm_vp | 50.00 [" in cin and "| vp | 50.00 [" in cin
     assert (
-        "| replace | fdm_edm | fdm_edm | 10.00 [7.52, 12.48] | edm | 8.00 [5.52, 10.48] | +2.00 [-0.267, 4.27] |"
-        in cin
+        "| replace | fdm_edm | fdm_edm | 10.00 [6.27, 13.73] | edm | 8.00 [5.52, 10.48] | "
+        "+2.00 [0.758, 3.24], worse in 3 of 3 | +2.00 [-1.07, 5.07] |" in cin
     )
+    assert "Exploratory: the profile pre-registers no comparison" in cin and "Floor: fid_digitsnet" in cin
     speedups = (tmp_path / "reports" / "digits" / "speedup.md").read_text()
     assert "| fdm_edm_m4 | edm |" in speedups  # every FDM variant against its family's baseline
 
@@ -522,7 +654,8 @@ def record_evaluations(runs: Path, params, evaluation_code) -> None:
             Path(paths.evaluated(run, kimg)).write_text(json.dumps({"points": points}))
 
 
-def test_a_metrics_file_that_differs_from_its_evaluation_record_is_refused_and_nothing_written(tmp_path):
+def test_a_metrics_file_that_differs_from_its_evaluation_record_is_refused_and_nothing_written(in_project):
+    tmp_path = in_project
     from fdm.cli import main
     from fdm.digest import file_sha256
 
@@ -542,20 +675,22 @@ def test_a_metrics_file_that_differs_from_its_evaluation_record_is_refused_and_n
         "--runs",
         str(runs),
         "--out",
-        str(tmp_path / "out"),
+        str(tmp_path / "made"),
     ]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 2
     line = result.output.strip()
     assert line.startswith(f"fdm: error: {metrics} has SHA-256 {file_sha256(metrics)}, but ")
     assert recorded in line and "\n" not in line
-    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "made").exists()
 
 
-def test_each_table_names_the_code_of_its_rows_and_warns_when_it_differs(tmp_path):
+def test_each_table_names_the_code_of_its_rows_and_warns_when_it_differs(in_project):
+    tmp_path = in_project
     params = load_params(ROOT / "params.yaml")
     runs = tmp_path / "runs"
     write_runs(runs, params, smoke_value)
+    write_stats(tmp_path, params)
     # ve's points were evaluated by other code than the rest's.
     record_evaluations(
         runs, params, lambda v: code("c" if v == "ve" else "b", "3" if v == "ve" else "2", "evaluate")
@@ -571,7 +706,8 @@ def test_each_table_names_the_code_of_its_rows_and_warns_when_it_differs(tmp_pat
     assert "- evaluation: bbbbbbbbbbbb, source 222222222222; cccccccccccc, source 333333333333" in text
     assert "**warning**: the rows of fid_vs_mimg.md come from different evaluate code" in text
     warnings = [line for line in result.stderr.splitlines() if line.startswith("fdm: warning:")]
-    assert len(warnings) == 3  # fid_vs_mimg, fid_vs_nfe, speedup: one line each
+    tables = ("claims.md", "fid_vs_mimg.md", "fid_vs_nfe.md", "paired.md", "speedup.md")
+    assert sorted(line.split(" come from")[0].rsplit("/", 1)[1] for line in warnings) == list(tables)
     assert all("different evaluate code" in line for line in warnings)
     versions = json.loads((folder / "versions.json").read_text())
     assert versions["report"]["stage"] == "report"
@@ -585,9 +721,10 @@ def test_each_table_names_the_code_of_its_rows_and_warns_when_it_differs(tmp_pat
     assert "warning" not in (folder / "fid_vs_mimg.md").read_text()
 
 
-def test_every_formulation_is_paired_with_its_base_and_has_its_family_colour(tmp_path):
+def test_every_formulation_is_paired_with_its_base_and_has_its_family_colour(in_project):
     """A profile training every formulation of fdm.names: the report measures each FDM variant against
     its base, and plots each family in its own colour (not the grey of an unknown one), FDM dashed."""
+    tmp_path = in_project
     data = yaml.safe_load((ROOT / "params.yaml").read_text())
     data["variants"] = list(names.FORMULATIONS)
     data["train"]["variants"] = {}
@@ -604,3 +741,118 @@ def test_every_formulation_is_paired_with_its_base_and_has_its_family_colour(tmp
     for fdm, base in names.BASELINE.items():
         assert styles[fdm] == {"color": colours[base], "marker": "^", "linestyle": "--"}
         assert styles[base] == {"color": colours[base], "marker": "o", "linestyle": "-"}
+
+
+# Paired differences, the claims, the floor ---------------------------------------------------------------------
+
+
+def test_paired_difference_is_scipys_paired_t_interval_with_the_sign_count():
+    """Per-seed differences of the seeds both have: mean, scipy's ttest_rel interval, how many are worse."""
+    variant = {0: 12.0, 1: 9.5, 2: 14.0, 3: 11.0, 7: 30.0}  # seed 7: no baseline run, not paired
+    baseline = {0: 10.0, 1: 10.0, 2: 11.5, 3: 10.2, 5: 1.0}
+    result = paired(variant, baseline)
+    common = [0, 1, 2, 3]
+    reference = scipy_stats.ttest_rel([variant[s] for s in common], [baseline[s] for s in common])
+    interval = reference.confidence_interval(0.95)
+    assert result.difference == pytest.approx(np.mean([2.0, -0.5, 2.5, 0.8]))
+    assert (result.ci_low, result.ci_high) == pytest.approx((interval.low, interval.high), rel=1e-9)
+    assert (result.pairs, result.worse) == (4, 3)
+    assert result.variant_mean == pytest.approx(np.mean(list(variant.values())))  # every seed of a side
+    welch_interval = scipy_stats.ttest_ind(list(variant.values()), list(baseline.values()), equal_var=False)
+    assert result.welch_ci_low == pytest.approx(welch_interval.confidence_interval(0.95).low, rel=1e-9)
+    one = paired({0: 3.0}, {0: 2.0, 1: 2.5})
+    assert (one.difference, one.ci_low, one.ci_high, one.pairs, one.worse) == (1.0, None, None, 1, 1)
+    assert paired({0: 1.0}, {1: 1.0}) is None
+
+
+def confirm_value(dataset, variant, seed, kimg, sampler, nfe):
+    """FDM at N/2 is 0.5 worse than EDM at N on seeds 0-3 and 0.5 better on seed 4: +0.3, worse on 4 of 5."""
+    edm = 2.0 + 80.0 / kimg + 0.1 * seed + 0.01 * nfe
+    if variant == "edm":
+        return edm
+    return 2.0 + 40.0 / kimg + 0.1 * seed + 0.01 * nfe + (0.5 if seed < 4 else -0.5)
+
+
+def test_confirm_profile_report_opens_with_the_pre_registered_statistic(in_project):
+    """config/confirm.yaml: the command prints the pre-registered statistic before anything else, claims.md
+    opens with it, and every other comparison is labelled exploratory."""
+    params_path = ROOT / "config" / "confirm.yaml"
+    params = load_params(params_path)
+    write_runs(in_project / "runs", params, confirm_value)
+    write_stats(in_project, params)
+    args = ["--params", str(params_path), "--runs", "runs", "--out", "reports"]
+    result = CliRunner().invoke(report, args)
+    assert result.exit_code == 0, result.output
+    first, *rest = result.output.splitlines()
+    differences = [0.5] * 4 + [-0.5]
+    half = scipy_stats.t.ppf(0.975, 4) * np.std(differences, ddof=1) / math.sqrt(5)
+    low, high = 0.3 - half, 0.3 + half
+    assert first == (
+        "pre-registered (digits): fid_digitsnet of fdm_edm at 0.08 Mimg less edm at 0.16 Mimg (dpmpp_3s, NFE 15): "
+        f"+0.3 [{low:.3g}, {high:.3g}] (95% Student-t interval over 5 training seed pairs); FDM worse on 4 of 5 seeds"
+    )
+    assert all(line.startswith("wrote ") for line in rest)
+    folder = in_project / "reports" / "digits"
+    claims = (folder / "claims.md").read_text()
+    assert claims.splitlines()[2].startswith(
+        "**Pre-registered (confirmatory).** fid_digitsnet of fdm_edm at 0.08"
+    )
+    rows = csv_rows(folder / "claims.csv")
+    assert [(r["role"], r["form"], r["baseline_kimg"]) for r in rows if r["form"] == "training"] == [
+        ("confirmatory", "training", "160"), ("exploratory", "training", "80")
+    ]  # fmt: skip
+    # Sampling, the paper's form: NFE 5 against 15 only (8 and 10 have no NFE near 3x in the grid).
+    assert [(r["variant_nfe"], r["baseline_nfe"]) for r in rows if r["form"] == "sampling_paper"] == [
+        ("5", "15")
+    ]
+    for name in ("paired.md", "speedup.md"):
+        text = (folder / name).read_text()
+        assert (
+            "Exploratory: the profile's one pre-registered comparison is fdm_edm at 0.08 Mimg against edm"
+            in text
+        )
+    floor = csv_rows(folder / "floor.csv")
+    assert [(r["metric"], r["n"], r["reference"], r["how"]) for r in floor] == [
+        ("fid_digitsnet", "2000", "500", "with replacement")
+    ]  # fmt: skip
+
+
+def test_one_seed_report_has_no_interval_no_nan_and_says_why(in_project):
+    folder = run_report(in_project, ROOT / "params.yaml", smoke_value)
+    for path in folder.iterdir():
+        if path.suffix in (".csv", ".md"):
+            assert "nan" not in path.read_text().lower(), path.name
+    assert "no interval (a t interval needs two seeds)" in (folder / "fid_vs_mimg.md").read_text()
+    paired_text = (folder / "paired.md").read_text()
+    assert (
+        "One training seed per model: the difference of the one pair and its sign, no interval" in paired_text
+    )
+    assert ", worse in 0 of 1 |" in paired_text
+    claims = csv_rows(folder / "claims.csv")
+    assert claims and all(r["ci_low"] == "" for r in claims)
+
+
+def test_the_floor_is_a_line_in_every_figure():
+    from fdm.report.ablation import ablation_figure
+    from fdm.report.figures import fid_vs_mimg_figure, fid_vs_nfe_figure, line_styles
+
+    stats = aggregate(
+        records("d", "edm", {10: 30.0, 20: 20.0}) + records("d", "edm", {5: 25.0, 15: 22.0}, kimg=20)
+    )
+    mimg = fid_vs_mimg_rows(stats, "d", ("edm",), "heun", 15)
+    nfe = fid_vs_nfe_rows(stats, "d", ("edm",), 20)
+    styles = line_styles({"edm": "edm", "fdm_edm": "fdm_edm"})
+    floor = (4.5, "floor: 400 real images")
+    figures = [
+        fid_vs_mimg_figure(mimg, "d", styles, "fid", floor),
+        fid_vs_nfe_figure(nfe, "d", styles, "fid", floor),
+    ]
+    row = {"axis": "m", "setting": "fdm_multiplier", "value": 2.0, "variant": "edm", "formulation": "edm", "kimg": 20,
+           "sampler": "heun", "nfe": 15, "mean": 20.0, "ci_low": None, "ci_high": None, "baseline": "",
+           "baseline_mean": None}  # fmt: skip
+    figures.append(ablation_figure([row], mimg, "d", styles, "fid", floor))
+    for figure in figures:
+        for ax in figure.axes:
+            lines = [line for line in ax.get_lines() if line.get_label() == floor[1]]
+            assert len(lines) == 1 and list(lines[0].get_ydata()) == [4.5, 4.5]
+            assert ax.get_ylim()[0] <= 4.5  # the axis reaches down to it

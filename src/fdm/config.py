@@ -141,10 +141,33 @@ class Ablation:
 
 
 @dataclasses.dataclass(frozen=True)
+class Confirm:
+    """The pre-registered comparison (``report.confirm``): ``fdm`` at ``images / 2`` kimg against
+    ``baseline`` at ``images`` kimg, paired by training seed."""
+
+    family: str
+    images: int
+
+    @property
+    def baseline(self) -> str:
+        return self.family
+
+    @property
+    def fdm(self) -> str:
+        """The FDM formulation over ``family`` (names.BASELINE read backwards), a variant of that name."""
+        return next(fdm for fdm, base in names.BASELINE.items() if base == self.family)
+
+    @property
+    def half(self) -> int:
+        return self.images // 2
+
+
+@dataclasses.dataclass(frozen=True)
 class Report:
     metric: str
     compare_paper: bool
     ablations: tuple[Ablation, ...] = ()
+    confirm: Confirm | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,11 +207,16 @@ class Params:
     gpus: Gpus
     pretrained: tuple[Pretrained, ...] = ()
 
-    def seed_for(self, dataset: str, variant: str, train_seed: int) -> int:
-        """The seed of one training job (``fdm.seeding.derive_seed``), unrelated across jobs."""
-        from fdm.seeding import derive_seed  # imports torch: only where a job's seed is needed
+    def seed_for(self, dataset: str, train_seed: int) -> int:
+        """The seed of the training jobs of ``dataset`` with training seed ``train_seed``
+        (``fdm.seeding.derive_seed``), shared by every variant: a variant and its baseline trained with
+        the same training seed start from the same weights (where their networks are alike) and see the
+        same data order, noise levels, noise and augmentation, so their comparison is paired
+        (docs/report.md, "Paired differences"). Unrelated across datasets and training seeds.
+        """
+        from fdm.seeding import derive_seed
 
-        return derive_seed(self.seed, dataset, variant, train_seed)
+        return derive_seed(self.seed, dataset, train_seed)
 
     def train_config(self, dataset: str, variant: str, train_seed: int) -> dict:
         """Settings of one training job as ``fdm.training.TrainConfig`` fields, minus ``dataset`` and ``outdir``.
@@ -216,7 +244,7 @@ class Params:
             "cond": self.datasets[dataset].cond,
             "duration_kimg": self.duration_kimg,
             "snapshot_kimg": list(self.snapshot_kimg),
-            "seed": self.seed_for(dataset, variant, train_seed),
+            "seed": self.seed_for(dataset, train_seed),
         }
 
     def setting(self, dataset: str, variant: str, name: str):
@@ -399,6 +427,9 @@ def _cross_check(path, data: dict) -> None:
                         f"{variant} does not set formulation_options.{group}.{option} for {dataset}: "
                         "each variant of an axis states its value",
                     )
+    confirm = data["report"].get("confirm")
+    if confirm is not None:
+        _check_confirm(fail, Confirm(**confirm), data)
     released = set()
     for i, entry in enumerate(data["pretrained"]):
         if entry["dataset"] not in datasets:
@@ -414,6 +445,32 @@ def _setting(train: dict, dataset: str, variant: str, group: str, option: str):
     """A formulation option of (dataset, variant) in the raw ``train`` section, or None (as ``Params.setting``)."""
     layers = Train(train["defaults"], train.get("variants", {}), train.get("datasets", {}))
     return layers.settings(dataset, variant).get("formulation_options", {}).get(group, {}).get(option)
+
+
+def _check_confirm(fail, confirm: Confirm, data: dict) -> None:
+    """The pre-registered comparison must be one the profile trains and snapshots."""
+    variants = data["variants"]
+    formulations = {v: data["train"].get("variants", {}).get(v, {}).get("formulation", v) for v in variants}
+    for needed in (confirm.baseline, confirm.fdm):
+        if needed not in variants or formulations[needed] != needed:
+            fail(
+                "report.confirm.family",
+                f"{confirm.family!r} needs variants {confirm.baseline} and {confirm.fdm}, "
+                f"which this profile does not train (variants: {', '.join(variants)})",
+            )
+    kimgs = data["snapshot_kimg"]
+    listed = ", ".join(str(k) for k in kimgs)
+    if confirm.images not in kimgs:
+        fail(
+            "report.confirm.images",
+            f"{confirm.images} kimg is not a snapshot of this profile (snapshot_kimg: {listed})",
+        )
+    if confirm.images % 2 or confirm.half not in kimgs:
+        fail(
+            "report.confirm.images",
+            f"FDM is read at half of {confirm.images} kimg, which is not a snapshot of this profile "
+            f"(snapshot_kimg: {listed})",
+        )
 
 
 def load_params(path: str | Path) -> Params:
@@ -455,6 +512,7 @@ def load_params(path: str | Path) -> Params:
                 Ablation(a["name"], a["setting"], tuple(a["variants"]))
                 for a in data["report"].get("ablations", [])
             ),
+            confirm=Confirm(**data["report"]["confirm"]) if "confirm" in data["report"] else None,
         ),
         gpus=Gpus(**data["gpus"]),
         pretrained=tuple(Pretrained(**entry) for entry in data["pretrained"]),

@@ -57,9 +57,10 @@ COMMAND_STAGES = {
 HELPERS = (
     "__init__.py", "names.py", "paths.py", "errors.py", "atomic.py", "digest.py", "faults.py",
     "params_file.py", "config.py", "store.py", "provenance.py", "cli.py", "commands.py", "jobs", "tracking",
+    "anatomy.py",
 )  # fmt: skip
-"""Modules that name, place, check or log results but compute none; in no stage's digest (but ``track``'s
-own package)."""
+"""Modules in no stage's digest (but ``tracking``, ``track``'s own): they name, place, check or log results,
+or compute only the docs' tables (``anatomy``), never a pipeline record."""
 
 UNKNOWN = "unknown"
 

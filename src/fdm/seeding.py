@@ -4,7 +4,8 @@
 different purposes are unrelated even when their inputs differ by one (seed 1 vs 2, sample 7 vs 8),
 and they do not depend on Python's per-process string hashing. Examples:
 
-- the training seed of a job: ``derive_seed(params.seed, dataset, variant, training_seed)``;
+- the training seed of a job: ``derive_seed(params.seed, dataset, training_seed)``, the same for every
+  variant, so that a variant and its baseline share their draws (a paired comparison);
 - inside training (``fdm.training``): the network initialisation ``derive_seed(seed, "init")``, the
   data order of epoch e ``derive_seed(seed, "order", e)``, the draws of the k-th training sample
   ``derive_seed(seed, "sample", k)`` and the dropout masks of a micro-batch starting at sample k

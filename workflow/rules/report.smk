@@ -5,6 +5,8 @@ rule report:
     input:
         evaluations(),
         code=code("report"),
+        # the metric's floor (FID of real images) comes from the reference statistics
+        stats=[paths.stats(PROFILE, d, e) for d in PARAMS.datasets for e in PARAMS.eval.extractors],
     output:
         directory(paths.REPORTS),
     log:
@@ -18,6 +20,7 @@ rule report:
         layout=[
             config["datasets"],
             config["variants"],
+            config["eval"]["num_samples"],
             config["train_seeds"],
             config["duration_kimg"],
             config["snapshot_kimg"],

@@ -20,7 +20,11 @@ from fdm.report.write import write_report
     "--out", type=click.Path(file_okay=False), help="Output folder [default: out/<profile name>/reports]."
 )
 def report(params_path: str, runs: str | None, out: str | None) -> None:
-    """Tables and plots (FID vs Mimg, FID vs NFE, FDM speedups) from every metrics.json under RUNS."""
+    """Tables and plots (curves, paired comparisons, the claims, speedups) from every metrics.json under RUNS.
+
+    The pre-registered statistic (report.confirm) is printed first.
+    """
     params = open_profile(params_path)
-    for path in write_report(params, runs or paths.runs(params.name), out or paths.reports(params.name)):
+    runs, out = runs or paths.runs(params.name), out or paths.reports(params.name)
+    for path in write_report(params, runs, out, echo=click.echo):
         click.echo(f"wrote {path}")

@@ -2,7 +2,8 @@
 
 - ``fid_vs_mimg.png``, ``fid_vs_nfe.png`` (one panel per sampler): per variant the mean line and its
   95% t band, the paper's values dotted; a baseline and its FDM variant share a colour, the baseline
-  solid with circles, FDM dashed with triangles; log y axis when every value is positive.
+  solid with circles, FDM dashed with triangles; the metric's floor (real images scored as samples,
+  `fdm.metrics.floor`) as a grey dash-dotted line; log y axis when every value is positive.
 - ``speedup.png``: one panel for training and one per sampler; each FDM variant's speedup with its
   bootstrap whiskers, lines at 1 and at the paper's claims, the speedups of the paper's tables.
 
@@ -50,14 +51,24 @@ def _log_scale(ax, values) -> None:
         ax.tick_params(axis="y", which="minor", labelsize="x-small")
 
 
-def plot_curves(ax, rows, x_key: str, x_scale: float, styles, title: str, metric: str) -> None:
-    """Per variant: the mean line with its 95% interval as a band; the paper's values dotted.
+def draw_floor(ax, floor: tuple[float, str] | None) -> list[float]:
+    """The metric's floor (value, legend label) as a horizontal line; returns [value] or []."""
+    if floor is None:
+        return []
+    ax.axhline(floor[0], color="dimgray", linestyle="-.", linewidth=1.0, label=floor[1])
+    return [floor[0]]
 
-    The y axis is logarithmic when every mean is positive; a band's lower end below half the smallest
-    mean (a t interval of few seeds can reach below zero) is drawn at that floor (the CSV keeps it).
+
+def plot_curves(ax, rows, x_key: str, x_scale: float, styles, title: str, metric: str, floor=None) -> None:
+    """Per variant: the mean line with its 95% interval as a band; the paper's values dotted; the
+    metric's ``floor`` (value, label) as a line.
+
+    The y axis is logarithmic when every mean (and the floor) is positive; a band's lower end below half
+    the smallest mean (a t interval of few seeds can reach below zero) is drawn there (the CSV keeps it).
     """
     means = [r[k] for r in rows for k in ("mean", "paper") if r[k] is not None]
-    floor = 0.5 * min(means) if means and min(means) > 0 else -math.inf
+    means += draw_floor(ax, floor)
+    band_floor = 0.5 * min(means) if means and min(means) > 0 else -math.inf
     for variant, style in styles.items():
         mine = [r for r in rows if r["variant"] == variant and r["mean"] is not None]
         paper = [r for r in rows if r["variant"] == variant and r["paper"] is not None]
@@ -68,7 +79,7 @@ def plot_curves(ax, rows, x_key: str, x_scale: float, styles, title: str, metric
             if band:
                 ax.fill_between(
                     [r[x_key] / x_scale for r in band],
-                    [max(r["ci_low"], floor) for r in band],
+                    [max(r["ci_low"], band_floor) for r in band],
                     [r["ci_high"] for r in band],
                     color=style["color"],
                     alpha=0.12 if style["linestyle"] == "-" else 0.2,
@@ -92,9 +103,9 @@ def plot_curves(ax, rows, x_key: str, x_scale: float, styles, title: str, metric
 
 
 def legend(ax, note: str = "") -> None:
-    """Legend outside the axes on the right: our curves first, then the paper's."""
+    """Legend outside the axes on the right: our curves first, then the paper's, then the floor."""
     handles, labels = ax.get_legend_handles_labels()
-    order = sorted(range(len(labels)), key=lambda i: ("(paper)" in labels[i], i))
+    order = sorted(range(len(labels)), key=lambda i: ("floor" in labels[i], "(paper)" in labels[i], i))
     if order:
         ax.legend(
             [handles[i] for i in order],
@@ -114,19 +125,19 @@ def _band_note(rows) -> str:
     return "n=1: no interval"
 
 
-def fid_vs_mimg_figure(rows, dataset: str, styles, metric: str):
+def fid_vs_mimg_figure(rows, dataset: str, styles, metric: str, floor=None):
     from matplotlib.figure import Figure  # Agg canvas, no pyplot state
 
     figure = Figure(figsize=(8.0, 4.4), layout="constrained")
     ax = figure.subplots()
     sampler = f"{rows[0]['sampler']}, NFE {rows[0]['nfe']}" if rows else ""
-    plot_curves(ax, rows, "kimg", 1000, styles, f"{dataset}: {metric} vs training ({sampler})", metric)
+    plot_curves(ax, rows, "kimg", 1000, styles, f"{dataset}: {metric} vs training ({sampler})", metric, floor)
     ax.set_xlabel("training images seen (Mimg)")
     legend(ax, _band_note(rows))
     return figure
 
 
-def fid_vs_nfe_figure(rows, dataset: str, styles, metric: str):
+def fid_vs_nfe_figure(rows, dataset: str, styles, metric: str, floor=None):
     from matplotlib.figure import Figure
 
     samplers = sorted({r["sampler"] for r in rows}) or [""]
@@ -134,7 +145,7 @@ def fid_vs_nfe_figure(rows, dataset: str, styles, metric: str):
     axes = figure.subplots(1, len(samplers), squeeze=False)[0]
     for ax, sampler in zip(axes, samplers, strict=True):
         mine = [r for r in rows if r["sampler"] == sampler]
-        plot_curves(ax, mine, "nfe", 1, styles, f"{dataset}: {sampler}", metric)
+        plot_curves(ax, mine, "nfe", 1, styles, f"{dataset}: {sampler}", metric, floor)
         ax.set_xticks(sorted({r["nfe"] for r in mine}))
         ax.set_xlabel("NFE")
     legend(axes[-1], _band_note(rows))
@@ -197,7 +208,9 @@ def speedup_figure(rows, dataset: str, styles, metric: str):
     axes[0].set_ylabel(f"speedup ({metric})")
     axes[0].set_ylim(0.0, 1.25 * max(ax.get_ylim()[1] for ax in axes))
     intervals = any(r["not_reached_share"] is not None for r in rows)
-    note = f"{CONFIDENCE:.0%} bootstrap interval over training seeds" if intervals else "n=1: no interval"
+    note = (
+        f"{CONFIDENCE:.0%} paired bootstrap interval over training seeds" if intervals else "n=1: no interval"
+    )
     figure.suptitle(f"{dataset}: FDM speedup over its baseline ({note}; ^: lower bound)", fontsize="medium")
     return figure
 

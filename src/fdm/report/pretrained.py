@@ -47,7 +47,7 @@ def pretrained_rows(
     return rows
 
 
-def pretrained_markdown(rows: list[dict], dataset: str, metric: str) -> str:
+def pretrained_markdown(rows: list[dict], dataset: str, metric: str, notes=()) -> str:
     """One table per sampler: a row per NFE, a column per checkpoint: ours (the paper's)."""
     kimg = rows[0]["kimg"]
     lines = [
@@ -55,7 +55,7 @@ def pretrained_markdown(rows: list[dict], dataset: str, metric: str) -> str:
         "",
         f"The authors' checkpoints at {kimg / 1000:g} Mimg, imported (`fdm import-checkpoint`) and evaluated with "
         "this profile's protocol; one run each, so no interval. The paper's number in parentheses where it "
-        "reports one.",
+        "reports one." + "".join(f" {note}" for note in notes),
     ]
     formulations = list(dict.fromkeys(r["formulation"] for r in rows))
     for sampler in dict.fromkeys(r["sampler"] for r in rows):

@@ -105,3 +105,31 @@ def aggregate(records: Iterable[Record]) -> dict[tuple, Stat]:
     """(dataset, variant, kimg, sampler, nfe) -> Stat over training seeds, in seed order."""
     table = frame(records).sort_values("train_seed", kind="stable")
     return {point: t_interval(values.tolist()) for point, values in table.groupby(list(POINT))["value"]}
+
+
+def by_seed(records: Iterable[Record]) -> dict[tuple, dict[int, float]]:
+    """(dataset, variant, kimg, sampler, nfe) -> {training seed: value}: what paired differences read."""
+    values: dict[tuple, dict[int, float]] = {}
+    for r in sorted(records, key=lambda r: r.train_seed):
+        values.setdefault((r.dataset, r.variant, r.kimg, r.sampler, r.nfe), {})[r.train_seed] = r.value
+    return values
+
+
+PER_SEED_COLUMNS = ("variant", "train_seed", "kimg", "sampler", "nfe", "metric", "value")
+
+
+def per_seed_rows(
+    records: Iterable[Record], dataset: str, variants: Sequence[str], metric: str
+) -> list[dict]:
+    """Every value the report used, one row per evaluation (``per_seed.csv``), in profile order: any later
+    analysis (paired or not) can start from these instead of the means."""
+    order = {v: i for i, v in enumerate(variants)}
+    mine = [r for r in records if r.dataset == dataset]
+    mine.sort(
+        key=lambda r: (order.get(r.variant, len(order)), r.variant, r.train_seed, r.kimg, r.sampler, r.nfe)
+    )
+    return [
+        {"variant": r.variant, "train_seed": r.train_seed, "kimg": r.kimg, "sampler": r.sampler, "nfe": r.nfe,
+         "metric": metric, "value": r.value}
+        for r in mine
+    ]  # fmt: skip
