@@ -14,6 +14,7 @@ from.
 
 from __future__ import annotations
 
+import copy
 import io
 import math
 import pickle
@@ -68,6 +69,9 @@ class Global:
     def __call__(self, *args):  # pickle only writes callables as the function of a reduce
         raise TypeError(f"{self.module}.{self.name} is only a name here")
 
+    def __deepcopy__(self, memo):  # a name: copies are the same name
+        return self
+
 
 PERSISTENCE = Global("torch_utils.persistence", "_reconstruct_persistent_obj")
 
@@ -83,6 +87,9 @@ class Call:
 
     def __call__(self, *args):  # so that a call can be the function of another (getattr(...)(...))
         raise TypeError("only pickled, never called")
+
+    def __deepcopy__(self, memo):  # what ``stub`` copies must still pickle as this call
+        return self
 
 
 class _Pickler(pickle._Pickler):
@@ -129,7 +136,7 @@ class StubObject(_Persistent):
 def stub(class_name: str, init_kwargs: dict, module: bool = True, **attributes):
     """An instance of a persistent class named ``class_name`` with the authors' ``_init_*`` records."""
     obj = type(class_name, (StubModule if module else StubObject,), {})()
-    obj.__dict__.update(attributes, _init_args=(), _init_kwargs=init_kwargs)
+    obj.__dict__.update(attributes, _init_args=(), _init_kwargs=copy.deepcopy(init_kwargs))  # as persistence does
     return obj
 
 
