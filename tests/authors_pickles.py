@@ -136,7 +136,8 @@ class StubObject(_Persistent):
 def stub(class_name: str, init_kwargs: dict, module: bool = True, **attributes):
     """An instance of a persistent class named ``class_name`` with the authors' ``_init_*`` records."""
     obj = type(class_name, (StubModule if module else StubObject,), {})()
-    obj.__dict__.update(attributes, _init_args=(), _init_kwargs=copy.deepcopy(init_kwargs))  # as persistence does
+    # persistence records a deep copy of the keyword arguments: no two objects share a part
+    obj.__dict__.update(attributes, _init_args=(), _init_kwargs=copy.deepcopy(init_kwargs))
     return obj
 
 
