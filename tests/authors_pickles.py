@@ -185,10 +185,12 @@ def training_pickle(
     loss: tuple[str, dict] | None = ("EDMLoss", {}),
     model_class: str = "SongUNet",
     protocol: int = 4,
+    edit=None,
 ) -> bytes:
     """What the authors' training loop pickles: {ema, loss_fn, augment_pipe, dataset_kwargs}.
 
     ``network`` holds our ``build`` options (all of them, as the importer writes them); ``net`` the weights.
+    ``edit``, if given, may change that dict of stand-in objects before it is pickled (an attacker's edits).
     """
     model_kwargs = {k: v for k, v in network.items() if k not in ("arch", "img_channels")}
     model_kwargs.update(in_channels=network["img_channels"], out_channels=network["img_channels"])
@@ -218,4 +220,6 @@ def training_pickle(
         augment_pipe=stub("AugmentPipe", {"p": 0.12}, module=False, p=0.12, xflip=1e8),
         dataset_kwargs=dict(class_name="training.dataset.ImageFolderDataset", path="x.zip", use_labels=True),
     )
+    if edit is not None:
+        edit(data)
     return dumps(data, protocol)

@@ -44,9 +44,11 @@ class BackstopError(FdmError):
 
 
 def _context(preload: list[str]):
+    """The forkserver (its server imports the main module and ``preload`` once; each child is a fork of it),
+    or spawn where there is none."""
     if "forkserver" in multiprocessing.get_all_start_methods():
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(preload)
+        context.set_forkserver_preload(["__main__", *preload])
         return context
     return multiprocessing.get_context("spawn")
 

@@ -64,7 +64,7 @@ OPCODES = frozenset(
     "GLOBAL BINPUT LONG_BINPUT".split()
 )
 # A CIFAR-10 DDPM++ pickle (55.7M weights) takes 43,000 operations and nests 16 levels deep.
-MAX_OPERATIONS = 2_000_000
+MAX_OPERATIONS = 1_000_000
 MAX_DEPTH = 64
 MAX_TENSOR_DIMS = 8
 
@@ -597,9 +597,12 @@ class RestrictedUnpickler:
         state = self._pop()
         target = self._stack[-1] if self._stack else None
         if not isinstance(target, Container | Dtype):
+            what = (
+                f"the global {target.name}" if isinstance(target, Allowed) else f"a {type(target).__name__}"
+            )
             raise Refusal(
-                f"a state for a {type(target).__name__} at byte {self._at} (only module containers and "
-                "numpy dtypes take one)"
+                f"BUILD on {what} at byte {self._at}: only module containers and numpy dtypes take a state "
+                "(allow-listed functions and everything built are immutable)"
             )
         target.__setstate__(state)
 
