@@ -251,8 +251,8 @@ def _scalar(*args) -> int | float | bool:
     return struct.unpack(fmt, data)[0]
 
 
-def _is_ints(values, low: int = 0) -> bool:
-    return isinstance(values, tuple) and all(type(v) is int and v >= low for v in values)
+def _is_ints(values) -> bool:
+    return isinstance(values, tuple) and all(type(v) is int and v >= 0 for v in values)
 
 
 def _rebuild_tensor(*args) -> torch.Tensor:
@@ -404,7 +404,7 @@ class RestrictedUnpickler:
             except ValueError as err:  # What genops raises for bytes that are not a pickle's operation.
                 if self._file.read(1) == b"":
                     raise Refusal("truncated pickle (the data ends early)") from None
-                raise Refusal(f"not a pickle ({str(err)[:100]})") from None
+                raise Refusal(f"not a pickle: {shown(str(err))}") from None
             if count == MAX_OPERATIONS:
                 raise Refusal(f"more than {MAX_OPERATIONS:,} operations (a training pickle needs far fewer)")
             if op.name not in self.opcodes:
