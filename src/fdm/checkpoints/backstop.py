@@ -64,6 +64,16 @@ def _memory() -> tuple[int, int] | None:
     return int(size) * page, int(resident) * page
 
 
+def peak_rss_mib() -> float:
+    """This process's peak resident set in MiB: Linux's VmHWM (``ru_maxrss`` would carry, across exec, the
+    peak of the process that started it), else ``ru_maxrss``."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration, ValueError, IndexError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
 def _limit(kind: int, value: int) -> None:
     soft, hard = resource.getrlimit(kind)
     if hard != resource.RLIM_INFINITY:
@@ -97,8 +107,8 @@ def _child(connection, log: str, target: str, args: tuple, memory: int, seconds:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     answer["usage"] = {
         "cpu_s": usage.ru_utime + usage.ru_stime,
-        "peak_rss_mib": usage.ru_maxrss / 1024,  # kibibytes on Linux
-        "start_rss_mib": start[1] / 2**20 if start else None,  # what the forkserver's pages already made
+        "peak_rss_mib": peak_rss_mib(),
+        "start_rss_mib": start[1] / 2**20 if start else None,  # the forkserver's pages it began with
     }
     connection.send_bytes(json.dumps(answer).encode())
     connection.close()
