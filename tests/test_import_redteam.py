@@ -216,6 +216,12 @@ def text(value: str) -> bytes:
     return b"\x8c" + bytes([len(value)]) + value.encode()
 
 
+def torch_zeros(n: int):
+    import torch
+
+    return torch.zeros(n)
+
+
 def _edit(function):
     return lambda: training(edit=function)
 
@@ -424,6 +430,16 @@ CASES = {
         ["nested more than 64 levels"],
     ),
     "tuples-100000-deep": (lambda: opcodes(b"N" + b"\x85" * 100_000), (), ["nested more than 64 levels"]),
+    "precond-option-a-tensor": (
+        lambda: training(edit=lambda tree: tree["ema"]._init_kwargs.update(img_resolution=torch_zeros(3))),
+        (),
+        ["EDMPrecond has img_resolution=tensor[3] but its network 8"],
+    ),
+    "use-fp16-a-tensor": (
+        lambda: training(edit=lambda tree: tree["ema"]._init_kwargs.update(use_fp16=torch_zeros(2))),
+        (),
+        ["EDMPrecond option use_fp16=tensor[2] is not a boolean"],
+    ),
     "channel-mult-a-string": (
         lambda: model_options(channel_mult="abc"),
         (),

@@ -405,10 +405,14 @@ def convert_tree(tree, source: str, digest: str) -> tuple[dict[str, torch.Tensor
     form, notes = formulation_config(ema, loss)
     model_kwargs, ema_kwargs = init_kwargs(model), init_kwargs(ema)
     for ours, theirs in _SHARED:
-        value = model_kwargs.get(theirs, 0)
-        if ema_kwargs.get(ours, value) != value:
-            raise FdmError(f"{ema.class_name} has {ours}={shown(ema_kwargs[ours])} but its network {value!r}")
-    if ema_kwargs.get("use_fp16"):
+        value = model_kwargs.get(theirs, 0)  # an integer: _songunet_options checked it
+        stated = ema_kwargs.get(ours, value)
+        if not _is_int(stated) or stated != value:
+            raise FdmError(f"{ema.class_name} has {ours}={shown(stated)} but its network {value!r}")
+    use_fp16 = ema_kwargs.get("use_fp16", False)
+    if type(use_fp16) is not bool:
+        raise FdmError(f"{ema.class_name} option use_fp16={shown(use_fp16)} is not a boolean")
+    if use_fp16:
         notes.append("use_fp16: the authors ran the network in float16 on GPUs; it runs in float32 here")
     tensors = dict(module_tensors(model))
     _check_size(network, tensors)
