@@ -14,6 +14,7 @@ from.
 
 from __future__ import annotations
 
+import copy
 import io
 import math
 import pickle
@@ -68,6 +69,9 @@ class Global:
     def __call__(self, *args):  # pickle only writes callables as the function of a reduce
         raise TypeError(f"{self.module}.{self.name} is only a name here")
 
+    def __deepcopy__(self, memo):  # a name: copies are the same name
+        return self
+
 
 PERSISTENCE = Global("torch_utils.persistence", "_reconstruct_persistent_obj")
 
@@ -83,6 +87,9 @@ class Call:
 
     def __call__(self, *args):  # so that a call can be the function of another (getattr(...)(...))
         raise TypeError("only pickled, never called")
+
+    def __deepcopy__(self, memo):  # what ``stub`` copies must still pickle as this call
+        return self
 
 
 class _Pickler(pickle._Pickler):
@@ -129,7 +136,8 @@ class StubObject(_Persistent):
 def stub(class_name: str, init_kwargs: dict, module: bool = True, **attributes):
     """An instance of a persistent class named ``class_name`` with the authors' ``_init_*`` records."""
     obj = type(class_name, (StubModule if module else StubObject,), {})()
-    obj.__dict__.update(attributes, _init_args=(), _init_kwargs=init_kwargs)
+    # persistence records a deep copy of the keyword arguments: no two objects share a part
+    obj.__dict__.update(attributes, _init_args=(), _init_kwargs=copy.deepcopy(init_kwargs))
     return obj
 
 
@@ -177,10 +185,12 @@ def training_pickle(
     loss: tuple[str, dict] | None = ("EDMLoss", {}),
     model_class: str = "SongUNet",
     protocol: int = 4,
+    edit=None,
 ) -> bytes:
     """What the authors' training loop pickles: {ema, loss_fn, augment_pipe, dataset_kwargs}.
 
     ``network`` holds our ``build`` options (all of them, as the importer writes them); ``net`` the weights.
+    ``edit``, if given, may change that dict of stand-in objects before it is pickled (an attacker's edits).
     """
     model_kwargs = {k: v for k, v in network.items() if k not in ("arch", "img_channels")}
     model_kwargs.update(in_channels=network["img_channels"], out_channels=network["img_channels"])
@@ -210,4 +220,6 @@ def training_pickle(
         augment_pipe=stub("AugmentPipe", {"p": 0.12}, module=False, p=0.12, xflip=1e8),
         dataset_kwargs=dict(class_name="training.dataset.ImageFolderDataset", path="x.zip", use_labels=True),
     )
+    if edit is not None:
+        edit(data)
     return dumps(data, protocol)

@@ -6,7 +6,9 @@ is checked by bench/official_crosscheck.py: it writes pickles with the authors' 
 preconditioner classes, with their loss and AugmentPipe, as their training loop saves them), finds in
 them exactly the globals in ``REAL_GLOBALS`` and the opcodes in ``REAL_OPCODES``, as the generator's
 have (``test_generator_has_the_structure_of_real_pickles``), and imports them to denoisers that match
-the authors' D(x; sigma) to float32 rounding (docs/benchmarks.md).
+the authors' D(x; sigma) to float32 rounding (docs/benchmarks.md). Attacks on the importer are
+tests/test_import_redteam.py; the pieces its defences rest on are checked here (the network's size from
+its options, numpy's canonical dtype states, the legacy storage format, the immutable allow-list).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import io
+import itertools
 import json
 import math
 import os
@@ -22,13 +25,23 @@ import pickletools
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from authors_pickles import REAL_GLOBALS, REAL_OPCODES, Call, Global, dumps, training_pickle
 from data_fixtures import assert_fails_cleanly, run_fdm, serve
 
 from fdm.checkpoints import load_authors_pickle
-from fdm.checkpoints.unpickle import RestrictedUnpickler, load_training_pickle
+from fdm.checkpoints.cli import parse_size
+from fdm.checkpoints.convert import weight_count
+from fdm.checkpoints.unpickle import (
+    ALLOWED,
+    OPCODES,
+    STORAGE_TYPES,
+    Refusal,
+    RestrictedUnpickler,
+    load_training_pickle,
+)
 from fdm.diffusion import Denoiser, formulation
 from fdm.digest import file_sha256
 from fdm.errors import FdmError
@@ -305,7 +318,7 @@ def test_a_tensor_record_loads_as_a_plain_tensor_or_is_refused(tmp_path, record)
     plain data (no gradient, no hooks) holding the storage's values, or the file is refused in one line."""
     path = write(tmp_path, dumps({"weight": _tensor_records()[record]}))
     try:
-        loaded = load_training_pickle(path)["weight"]
+        loaded = load_training_pickle(path.read_bytes(), str(path))["weight"]
     except FdmError as err:
         assert str(path) in str(err) and "\n" not in str(err)
         return
@@ -314,16 +327,13 @@ def test_a_tensor_record_loads_as_a_plain_tensor_or_is_refused(tmp_path, record)
     assert torch.equal(loaded.detach(), torch.arange(4.0).reshape(2, 2))
 
 
-# Tensor.set_ enlarges a resizable storage instead of refusing a view past its end (issue 21, item 3):
-# until the bounds checks land these load, over uninitialised memory. Strict: remove the marks then.
-_GROWS_THE_STORAGE = pytest.mark.xfail(strict=True, reason="Tensor.set_ enlarges the storage (issue 21)")
-
-
+# Tensor.set_ would enlarge a resizable storage instead of refusing a view past its end (issue 21, item 3):
+# the importer checks the bounds itself.
 @pytest.mark.parametrize(
     ("offset", "size", "stride"),
     [
-        pytest.param(0, (3, 3), (3, 1), id="larger", marks=_GROWS_THE_STORAGE),
-        pytest.param(3, (2,), (1,), id="past_the_end", marks=_GROWS_THE_STORAGE),
+        pytest.param(0, (3, 3), (3, 1), id="larger"),
+        pytest.param(3, (2,), (1,), id="past_the_end"),
         pytest.param(-1, (2,), (1,), id="negative_offset"),
         pytest.param(0, (2, 2), (-1, 1), id="negative_stride"),
         pytest.param(0, [2, 2], [2, 1], id="lists"),
@@ -337,7 +347,93 @@ def test_a_tensor_record_outside_its_storage_or_malformed_is_refused(tmp_path, o
     )
     path = write(tmp_path, dumps({"weight": record}))
     with pytest.raises(FdmError, match=str(path)):
-        load_training_pickle(path)
+        load_training_pickle(path.read_bytes(), str(path))
+
+
+@pytest.mark.parametrize("arch", ["ddpmpp", "ncsnpp"])
+def test_the_weight_count_from_the_options_is_the_built_networks(arch):
+    """The closed form the importer compares with a pickle's tensors before building: every option that
+    changes the network's size, against the network fdm.nets builds."""
+    variants = itertools.product(
+        ("standard", "skip", "residual"),  # encoder_type
+        ("standard", "skip"),  # decoder_type
+        ((0, 0), (10, 9)),  # label_dim, augment_dim
+        ([1], [1, 2], [2, 1, 3]),  # channel_mult
+        ((), (4,), (8, 2)),  # attn_resolutions
+    )
+    for encoder, decoder, (labels, augment), mult, attention in variants:
+        options = dict(
+            encoder_type=encoder, decoder_type=decoder, label_dim=labels, augment_dim=augment,
+            channel_mult=mult, attn_resolutions=list(attention), num_blocks=2, channel_mult_emb=3,
+            channel_mult_noise=2, model_channels=8,
+        )  # fmt: skip
+        config = network(arch, img_resolution=8, img_channels=3, **options)
+        net = build(**config)
+        assert weight_count(config) == sum(t.numel() for t in net.state_dict().values()), options
+
+
+def test_numpy_scalars_become_python_numbers_through_numpys_own_pickles():
+    """Every numeric dtype numpy pickles (its canonical state) is read, its scalar as the Python number."""
+    for code, value in [("f2", 0.5), ("f4", 1.25), ("f8", math.pi), ("i1", -3), ("i2", 300), ("i4", -70000),
+                        ("i8", 2**40), ("u1", 200), ("u2", 60000), ("u4", 2**31), ("u8", 2**63), ("b1", True)]:  # fmt: skip
+        scalar = np.dtype(code).type(value)
+        data = pickle.dumps({"x": scalar}, protocol=4)
+        loaded = RestrictedUnpickler(io.BytesIO(data)).load()["x"]
+        assert type(loaded) is type(scalar.item()) and loaded == scalar.item(), code
+    data = pickle.dumps(np.dtype("f8"), protocol=4)
+    assert repr(RestrictedUnpickler(io.BytesIO(data)).load()) == "dtype(f8)"
+
+
+@pytest.mark.parametrize("dtype", sorted(set(STORAGE_TYPES.values()), key=str))
+def test_legacy_storages_are_read_as_torch_writes_them(dtype):
+    """Storage.__reduce__ (torch.save's legacy stream) for every storage type, back to the same values."""
+    values = (torch.arange(7) * 3 - 5).to(dtype)
+    data = dumps(values.reshape(7, 1), 4)  # through torch's own reduce: _rebuild_tensor_v2 of the storage
+    loaded = RestrictedUnpickler(io.BytesIO(data)).load()
+    assert loaded.dtype == dtype and torch.equal(loaded, values.reshape(7, 1))
+    assert not loaded.untyped_storage().resizable()  # nothing can enlarge what a tensor views
+
+
+def test_the_storages_of_a_file_hold_at_most_its_bytes():
+    config = network("ddpmpp")
+    data = training_pickle("EDMPrecond", config, random_net(config))
+    with pytest.raises(Refusal, match=r"tensor storages of more than 1,000 bytes in all"):
+        RestrictedUnpickler(io.BytesIO(data), max_storage_bytes=1000).load()
+    assert load_training_pickle(data, "x")["ema"].class_name == "EDMPrecond"
+
+
+def test_the_allow_list_cannot_be_changed():
+    """What a pickle gets for an allowed global has no __dict__, refuses attributes and any state."""
+    loaded = RestrictedUnpickler(io.BytesIO(dumps([Global("torch._utils", "_rebuild_parameter")]))).load()
+    function = loaded[0]
+    assert function is ALLOWED[("torch._utils", "_rebuild_parameter")]
+    for attempt in (lambda: setattr(function, "call", print), lambda: function.__setstate__((None, {}))):
+        with pytest.raises(Refusal):
+            attempt()
+    assert not hasattr(function, "__dict__")
+    assert OPCODES >= REAL_OPCODES and not OPCODES & {"INST", "OBJ", "EXT1", "PERSID", "BINPERSID", "LONG4"}
+
+
+def test_an_unexpected_exception_is_one_line_with_its_traceback_kept(tmp_path, monkeypatch):
+    import fdm.checkpoints
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(fdm.checkpoints, "import_checkpoint", broken)
+    dest = tmp_path / "out.safetensors"
+    line = assert_fails_cleanly(
+        import_(tmp_path / "x.pkl", dest), dest, "internal error: RuntimeError", "x.pkl"
+    )
+    log = Path(line.rsplit("the traceback is in ", 1)[1])
+    assert "Traceback" in log.read_text() and "a bug" in log.read_text()
+    log.unlink()
+
+
+def test_sizes_for_max_size():
+    assert [parse_size(t) for t in ("123", "2GiB", "500MB", "1.5 kB", "3MiB")] == [
+        123, 2 * 2**30, 500 * 10**6, 1500, 3 * 2**20
+    ]  # fmt: skip
 
 
 def test_sha256_of_a_local_file(tmp_path):

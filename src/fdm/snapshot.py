@@ -25,12 +25,18 @@ FORMAT_VERSION = 1
 
 def save_snapshot(path, state_dict: dict[str, torch.Tensor], config: dict) -> None:
     """Write ``state_dict`` (tensors only) and ``config`` to ``path`` atomically."""
+    atomic_write(path, lambda tmp: write_snapshot(tmp, state_dict, config))
+
+
+def write_snapshot(path, state_dict: dict[str, torch.Tensor], config: dict) -> None:
+    """Write the snapshot file ``path`` as it is (``save_snapshot`` does it atomically; the importer's child
+    process writes the temporary file its parent renames)."""
     for key in ("network", "formulation"):
         if key not in config:
             raise ValueError(f"snapshot config needs a {key!r} entry")
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
     metadata = {"fdm_snapshot": json.dumps({"version": FORMAT_VERSION, "config": config}, sort_keys=True)}
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    save_file(tensors, str(path), metadata=metadata)
 
 
 def load_snapshot(path) -> tuple[dict[str, torch.Tensor], dict]:

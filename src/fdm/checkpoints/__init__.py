@@ -5,8 +5,9 @@ arXiv 2306.06991, https://github.com/sail-sg/FDM) save ``network-snapshot-*.pkl`
 ``{"ema": <preconditioned network>, "loss_fn": ..., "augment_pipe": ..., "dataset_kwargs": ...}``
 whose classes carry their own source code. ``fdm.checkpoints.unpickle`` reads such a file as data
 only; ``fdm.checkpoints.convert`` maps the EMA network to ``fdm.nets.build`` options and a formulation,
-and ``fdm.checkpoints.mapping`` its weights to our state dict (docs/networks.md, "The authors' state
-dict" and "Importing the authors' checkpoints").
+and ``fdm.checkpoints.mapping`` its weights to our state dict. The conversion runs in a child process
+with limits on memory and time (``fdm.checkpoints.backstop``); this package itself imports no torch
+until a function returning tensors is called. docs/checkpoints.md has the checks and the limits.
 
     from fdm.checkpoints import import_checkpoint, load_authors_pickle
     config = import_checkpoint("network-snapshot-200000.pkl", "imported.safetensors")
@@ -16,84 +17,50 @@ dict" and "Importing the authors' checkpoints").
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
-import torch
-
-from fdm.checkpoints.convert import PRECONDS, formulation_config, jsonable, load_weights, network_config
-from fdm.checkpoints.source import is_url, locate
-from fdm.checkpoints.unpickle import Persistent, load_training_pickle
-from fdm.diffusion import Denoiser, formulation
-from fdm.digest import file_sha256
+from fdm.atomic import replacing
+from fdm.checkpoints import backstop
+from fdm.checkpoints.source import expected_sha256, is_url, locate
 from fdm.errors import FdmError
-from fdm.nets import build
-from fdm.snapshot import save_snapshot
 
-# Options of the preconditioner that name the image format, checked against the network's own.
-_SHARED = (("img_resolution", "img_resolution"), ("img_channels", "in_channels"), ("label_dim", "label_dim"))
+DEFAULT_MAX_BYTES = (
+    2 << 30
+)  # 2 GiB: the largest pickle read or downloaded (a CIFAR-10 DDPM++ one is 0.22 GiB)
+DEFAULT_DOWNLOAD_SECONDS = 3600.0  # the whole download of a URL
 
 
-def _convert(path: Path, source: str, digest: str) -> tuple[torch.nn.Module, dict]:
-    """The raw network with the pickle's EMA weights and the snapshot config describing it."""
-    tree = load_training_pickle(path)
-    ema = tree.get("ema") if isinstance(tree, dict) else None
-    if not isinstance(ema, Persistent):
-        raise FdmError(f"{path} holds no 'ema' network (not the dict an EDM/FDM training run pickles)")
-    if ema.class_name not in PRECONDS:
-        raise FdmError(
-            f"unknown preconditioner class {ema.class_name!r} for 'ema'; expected one of {', '.join(PRECONDS)}"
-        )
-    model = (ema.state.get("_modules") or {}).get("model")
-    if not isinstance(model, Persistent):
-        raise FdmError(f"the {ema.class_name} in {path} holds no pickled network 'model'")
-    loss = tree.get("loss_fn") if isinstance(tree.get("loss_fn"), Persistent) else None
-    network = network_config(model)
-    form, notes = formulation_config(ema, loss)
-    for ours, theirs in _SHARED:
-        value = model.init_kwargs.get(theirs, 0)
-        if ema.init_kwargs.get(ours, value) != value:
-            raise FdmError(f"{ema.class_name} has {ours}={ema.init_kwargs[ours]!r} but its network {value!r}")
-    if ema.init_kwargs.get("use_fp16"):
-        notes.append("use_fp16: the authors ran the network in float16 on GPUs; it runs in float32 here")
+def limits(size: int) -> dict:
+    """The conversion's limits for a pickle of ``size`` bytes: memory beyond what the child starts with
+    (the file, its storages, the network and the snapshot's buffers take about 6 times the file), CPU
+    seconds (a 0.22 GiB pickle takes about 5), and wall-clock seconds (for a busy machine)."""
+    gib = size / 2**30
+    return {"memory": (1 << 30) + 8 * size, "seconds": 60 + 120 * gib, "wall_seconds": 180 + 360 * gib}
+
+
+def _convert(path: Path, source: str, sha256: str | None, max_bytes: int, out: Path) -> dict:
+    """Run ``fdm.checkpoints.convert.convert_file`` on ``path`` within the backstop's limits."""
     try:
-        net = build(**network)
-    except (TypeError, ValueError) as err:
-        raise FdmError(f"the pickle's SongUNet options do not build here: {err}") from None
-    load_weights(net, model)
-    loss_record = loss and {
-        "class_name": loss.class_name,
-        "init_kwargs": jsonable(loss.init_kwargs, f"{loss.class_name} option"),
-    }
-    imported = {
-        "source": source,
-        "sha256": digest,
-        "class_name": ema.class_name,
-        "init_kwargs": jsonable(ema.init_kwargs, f"{ema.class_name} option"),
-        "network_class_name": model.class_name,
-        "network_init_kwargs": jsonable(model.init_kwargs, "SongUNet option"),
-        "loss": loss_record,
-        "notes": notes,
-    }
-    return net.eval().requires_grad_(False), {"network": network, "formulation": form, "imported": imported}
+        size = path.stat().st_size
+    except OSError as err:
+        raise FdmError(f"cannot read {path}: {err.strerror or err}") from None
+    return backstop.run(
+        "fdm.checkpoints.convert:convert_file",
+        (str(path), source, sha256, max_bytes, str(out)),
+        what=f"importing {path}",
+        preload=("fdm.checkpoints.convert",),
+        **limits(min(size, max_bytes)),
+    )
 
 
-def _convert_file(path: str | os.PathLike) -> tuple[torch.nn.Module, dict]:
-    path = Path(path)
-    if not path.is_file():
-        raise FdmError(f"no such file: {path}")
-    return _convert(path, str(path.resolve()), file_sha256(path))
-
-
-def convert_pickle(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
-    """(state dict, snapshot config) of an EDM/FDM training pickle, as ``save_snapshot`` takes them."""
-    net, config = _convert_file(path)
-    return net.state_dict(), config
-
-
-def load_authors_pickle(path: str | os.PathLike) -> Denoiser:
-    """Our ``Denoiser`` (eval mode, no grads, CPU) for the EMA network of an EDM/FDM training pickle."""
-    net, config = _convert_file(path)
-    return Denoiser(net, formulation(**config["formulation"])).eval().requires_grad_(False)
+def _new_folders(folder: Path) -> list[Path]:
+    """The folders that writing into ``folder`` will create, deepest first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
 
 
 def import_checkpoint(
@@ -101,13 +68,65 @@ def import_checkpoint(
     dest: str | os.PathLike,
     sha256: str | None = None,
     cache_dir: str | os.PathLike | None = None,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    download_seconds: float = DEFAULT_DOWNLOAD_SECONDS,
 ) -> dict:
     """Convert ``source`` (a file or an http(s) URL, downloaded once into ``cache_dir``) into the snapshot
-    ``dest``; return its config. ``sha256`` is checked before the pickle is read."""
-    path, digest = locate(source, sha256, cache_dir)
-    net, config = _convert(path, source if is_url(source) else str(path.resolve()), digest)
-    save_snapshot(dest, net.state_dict(), config)
-    return config
+    ``dest``; return its config. ``sha256`` is checked on the very bytes that are unpickled; a pickle over
+    ``max_bytes`` is refused, a download is limited to ``max_bytes`` and ``download_seconds``. On any
+    refusal nothing is left at ``dest`` (nor the folders made for it)."""
+    expected = expected_sha256(sha256)
+    path, cached = locate(source, expected, cache_dir, max_bytes=max_bytes, deadline=download_seconds)
+    label = source if is_url(source) else str(path.resolve())
+    dest = Path(dest)
+    created = _new_folders(dest.parent)
+    try:
+        with replacing(dest) as tmp:
+            return _convert(path, label, expected, max_bytes, tmp)
+    except FdmError as err:
+        if getattr(err, "kind", None) == "ChecksumMismatch" and cached:
+            path.unlink(missing_ok=True)
+            raise FdmError(f"{err}; the cached download was removed, run again to download it anew") from None
+        raise
+    except OSError as err:  # the temporary file beside dest, or its rename
+        raise FdmError(f"cannot write {dest}: {err.strerror or err}") from None
+    finally:
+        if not dest.exists():
+            for folder in created:
+                try:
+                    folder.rmdir()
+                except OSError:  # not empty: someone else writes there too
+                    break
 
 
-__all__ = ["convert_pickle", "import_checkpoint", "load_authors_pickle"]
+def _converted(path: str | os.PathLike, max_bytes: int):
+    """(The snapshot file's state dict, its config) of the training pickle ``path``, through a temporary file."""
+    from fdm.snapshot import load_snapshot
+
+    path = Path(path)
+    if not path.is_file():
+        raise FdmError(f"no such file: {path}")
+    with tempfile.TemporaryDirectory(prefix="fdm-import-") as folder:
+        out = Path(folder) / "imported.safetensors"
+        _convert(path, str(path.resolve()), None, max_bytes, out)
+        return load_snapshot(out)
+
+
+def convert_pickle(path: str | os.PathLike, *, max_bytes: int = DEFAULT_MAX_BYTES):
+    """(state dict, snapshot config) of an EDM/FDM training pickle, as ``save_snapshot`` takes them."""
+    return _converted(path, max_bytes)
+
+
+def load_authors_pickle(path: str | os.PathLike, *, max_bytes: int = DEFAULT_MAX_BYTES):
+    """Our ``Denoiser`` (eval mode, no grads, CPU) for the EMA network of an EDM/FDM training pickle."""
+    from fdm.diffusion import Denoiser, formulation
+    from fdm.nets import build
+
+    state, config = _converted(path, max_bytes)
+    net = build(**config["network"])
+    net.load_state_dict(state, strict=True)
+    return Denoiser(net, formulation(**config["formulation"])).eval().requires_grad_(False)
+
+
+__all__ = ["DEFAULT_MAX_BYTES", "convert_pickle", "import_checkpoint", "load_authors_pickle"]

@@ -152,9 +152,9 @@ def to_theirs(net: nn.Module) -> dict[str, torch.Tensor]:
 def to_ours(tensors: Mapping[str, torch.Tensor], net: nn.Module, prefix: str = "") -> dict[str, torch.Tensor]:
     """The authors' SongUNet tensors as ``net.state_dict()`` (float32), for ``load_state_dict(strict=True)``.
 
-    Every name must be one ``to_theirs(net)`` produces, of the same shape; their FIR filters must equal the
-    ones ``net`` applies (then they are dropped: ours are rebuilt from the config). ``prefix`` is put
-    before their names in the error messages.
+    Every name must be one ``to_theirs(net)`` produces, of the shape it gives (checked before anything is
+    converted or copied); their FIR filters must equal the ones ``net`` applies (then they are dropped: ours
+    are rebuilt from the config). ``prefix`` is put before their names in the error messages.
     """
     ours_of = {theirs: ours for ours, theirs in their_names(net).items()}
     filters, expected = their_filters(net), net.state_dict()
@@ -172,13 +172,13 @@ def to_ours(tensors: Mapping[str, torch.Tensor], net: nn.Module, prefix: str = "
                 raise FdmError(f"{where} differs from the filter its resample_filter option implies")
             continue
         ours = ours_of[name]
-        tensor = to_our_layout(ours, tensor.float())
-        if tensor.shape != expected[ours].shape:
+        needed = expected[ours].shape + ((1, 1) if ours.endswith(_ATTENTION_LINEAR) else ())
+        if tensor.shape != needed:  # before any conversion copies it
             raise FdmError(
                 f"{where} has shape {list(tensor.shape)} where the network its options describe needs "
-                f"{list(expected[ours].shape)} ({ours})"
+                f"{list(needed)} ({ours})"
             )
-        state[ours] = tensor
+        state[ours] = to_our_layout(ours, tensor.float())
     missing = [ours for theirs, ours in ours_of.items() if theirs not in seen]
     missing += [prefix + theirs for theirs in filters if theirs not in seen]
     if missing:

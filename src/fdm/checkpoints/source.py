@@ -1,7 +1,9 @@
 """Where a checkpoint comes from: a local file, or an http(s) URL downloaded once into a cache folder.
 
 Downloads go through ``fdm.data.download`` (progress bar, Content-Length check, resume of an interrupted
-``.part`` file with an HTTP Range request, SHA-256 check). Torch-free.
+``.part`` file with an HTTP Range request, SHA-256 check, redirects only to http(s), a size limit and a
+deadline). The file is not read here: the conversion reads it once, and checks its size and SHA-256 on the
+bytes it unpickles (``fdm.checkpoints.convert.read_once``). Torch-free.
 """
 
 from __future__ import annotations
@@ -13,8 +15,7 @@ import urllib.parse
 from pathlib import Path
 
 from fdm.data.download import download
-from fdm.digest import file_sha256
-from fdm.errors import FdmError
+from fdm.errors import FdmError, shown
 
 
 def default_cache_dir() -> Path:
@@ -36,35 +37,34 @@ def cached_name(url: str) -> str:
     return f"{hashlib.sha256(url.encode()).hexdigest()[:12]}-{tail.lstrip('.')}"
 
 
-def locate(
-    source: str, sha256: str | None = None, cache_dir: str | os.PathLike | None = None
-) -> tuple[Path, str]:
-    """(the local file of ``source``, its SHA-256), checked against ``sha256`` when given.
-
-    A URL is downloaded into ``cache_dir`` (default ``default_cache_dir()``) unless already there; a cached
-    or downloaded file that fails the check is deleted. A local file that fails it is left alone.
-    """
+def expected_sha256(sha256: str | None) -> str | None:
+    """``sha256`` in lower case, checked to be 64 hexadecimal digits (None stays None)."""
     if sha256 is not None and re.fullmatch(r"[0-9A-Fa-f]{64}", sha256) is None:
-        raise FdmError(f"--sha256 {sha256!r} is not 64 hexadecimal digits")
-    expected = sha256.lower() if sha256 else None
+        raise FdmError(f"--sha256 {shown(sha256)} is not 64 hexadecimal digits")
+    return sha256.lower() if sha256 else None
+
+
+def locate(
+    source: str,
+    sha256: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    *,
+    max_bytes: int,
+    deadline: float,
+) -> tuple[Path, bool]:
+    """(The local file of ``source``, whether it is a cached download).
+
+    A URL is downloaded into ``cache_dir`` (default ``default_cache_dir()``) unless already there: at most
+    ``max_bytes``, within ``deadline`` seconds, checked against ``sha256`` (lower-case hex) when given.
+    """
     if not is_url(source):
         path = Path(source)
         if not path.is_file():
             raise FdmError(f"no such file: {source}")
-        digest = file_sha256(path)
-        if expected and digest != expected:
-            raise FdmError(f"checksum mismatch: {path} has SHA-256 {digest}, expected {expected}")
-        return path, digest
+        return path, False
     if urllib.parse.urlparse(source).scheme not in ("http", "https"):
         raise FdmError(f"cannot download {source}: only http and https URLs are supported")
     path = Path(cache_dir if cache_dir is not None else default_cache_dir()) / cached_name(source)
     if not path.is_file():
-        download(source, path, sha256=expected, resume=True)
-    digest = file_sha256(path)
-    if expected and digest != expected:
-        path.unlink()
-        raise FdmError(
-            f"checksum mismatch: the cached {path} has SHA-256 {digest}, expected {expected}; "
-            "it was removed, run again to download it anew"
-        )
-    return path, digest
+        download(source, path, sha256=sha256, resume=True, max_bytes=max_bytes, deadline=deadline)
+    return path, True

@@ -26,6 +26,7 @@ from fdm.errors import FdmError
 
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 MD5 = "c58f30108f718f92721af3b95e74349a"
+SIZE = 170_498_071  # bytes of the archive with that MD5: its download may not exceed them
 FILENAME = "cifar-10-python.tar.gz"
 TRAIN_BATCHES = tuple(f"cifar-10-batches-py/data_batch_{i}" for i in range(1, 6))
 NUM_IMAGES = 50_000
@@ -64,7 +65,7 @@ def locate_archive(
     if path.is_file():
         check_md5(path, md5, hint="; delete it to download it again")
         return path
-    return download(url, path, md5)
+    return download(url, path, md5, size=SIZE if md5.lower() == MD5 else None)
 
 
 def _read_batch(archive: tarfile.TarFile, path: Path, member: str) -> tuple[np.ndarray, list]:

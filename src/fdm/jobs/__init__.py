@@ -191,12 +191,13 @@ def reference_stats(params: Params, dataset: str, extractor: str, dest: str, dev
     return written
 
 
-def import_released(params: Params, dataset: str, formulation: str, record: str) -> str:
+def import_released(params: Params, dataset: str, formulation: str, record: str, **limits) -> str:
     """Import the profile's released checkpoint of ``formulation`` on ``dataset`` as the snapshot of its
     final milestone in ``<runs>/<dataset>/<formulation>/pretrained/``, and write ``record`` (its digest and
     the importer's code version, as a training job's record) once it is there; returns a summary line.
 
-    The pickle's preconditioner must be ``formulation`` (an FDM_EDMPrecond for fdm_edm, ...).
+    The pickle's preconditioner must be ``formulation`` (an FDM_EDMPrecond for fdm_edm, ...); ``limits`` are
+    ``import_checkpoint``'s ``max_bytes`` and ``download_seconds``.
     """
     from fdm.checkpoints import import_checkpoint
     from fdm.digest import file_sha256
@@ -205,7 +206,7 @@ def import_released(params: Params, dataset: str, formulation: str, record: str)
     entry = params.released(dataset, formulation)
     run = paths.pretrained(dataset, formulation, root=paths.runs(params.name))
     snapshot = paths.snapshot(run, params.duration_kimg)
-    config = import_checkpoint(entry.url, snapshot, sha256=entry.sha256)
+    config = import_checkpoint(entry.url, snapshot, sha256=entry.sha256, **limits)
     found = config["formulation"]["name"]
     if found != formulation:
         Path(snapshot).unlink()
