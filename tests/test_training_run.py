@@ -9,6 +9,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -220,6 +221,31 @@ def test_a_milestone_added_behind_the_state_restarts_and_reproduces_every_snapsh
         train(tiny_config(tiny_data, run_dir))
     train(tiny_config(tiny_data, run_dir), restart_on_change=True)
     assert snapshot_bytes(run_dir) == snapshot_bytes(reference_run)
+
+
+def test_a_rerun_restores_the_snapshots_a_workflow_deleted_and_resumes(
+    reference_run, tiny_data, tmp_path, capsys
+):
+    """The workflows declare snapshots/ as the training job's output and delete it before rerunning a
+    killed job (DVC caches and pushes it): the rerun puts the snapshots back from kept/ (hard links) and
+    resumes from state.pt, to the uninterrupted run's bytes, instead of training from scratch."""
+    run_dir = tmp_path / "run"
+    train(tiny_config(tiny_data, run_dir, duration_kimg=0.096, snapshot_kimg=(0.08,)))
+    assert sorted(p.name for p in (run_dir / "kept").iterdir()) == [
+        "000000.08.safetensors",
+        "000000.096.safetensors",
+    ]
+    assert os.path.samefile(run_dir / "kept" / "000000.08.safetensors", snapshot_path(run_dir, 0.08))
+    first = (run_dir / "kept" / "000000.08.safetensors").read_bytes()
+    shutil.rmtree(run_dir / "snapshots")
+    capsys.readouterr()
+    train(tiny_config(tiny_data, run_dir), restart_on_change=True)
+    err = capsys.readouterr().err
+    assert "restored 2 snapshot(s) from kept/" in err and "resuming at 0.096 kimg" in err, err
+    assert load_state(run_dir / "state.pt")["step"] == 20
+    final = "000000.16.safetensors"
+    assert snapshot_bytes(run_dir)[final] == snapshot_bytes(reference_run)[final]
+    assert snapshot_path(run_dir, 0.08).read_bytes() == first  # put back, not made again
 
 
 def test_record_lists_every_snapshot_digest_once_training_is_complete(reference_run, tiny_data, tmp_path):

@@ -16,8 +16,8 @@ out/<profile>/                                       everything one profile make
   data/<dataset>.zip                                 prepare (linked from data/store/datasets/)
   data/stats/<dataset>/<extractor>/<mode>.npz        ref-stats (linked from data/store/stats/)
   runs/<dataset>/<variant>/s<seed>/train.json        train-config: the job's resolved settings
-  runs/<dataset>/<variant>/s<seed>/trained.json      train: the record (snapshot digests, code), beside
-      snapshots/<kimg:06d>.safetensors, state.pt, train.jsonl
+  runs/<dataset>/<variant>/s<seed>/trained.json      train: the record (snapshot digests, code) and
+      snapshots/<kimg:06d>.safetensors, beside state.pt, train.jsonl, kept/ (what resume needs)
   runs/<dataset>/eval/<kimg>.json                    eval-config: the points every model is evaluated at
   runs/<dataset>/<variant>/s<seed>/eval/<kimg>/evaluated.json   evaluate: the record, beside
       <sampler>-<nfe>/metrics.json, timing.json, grid.png (samples.npz)
@@ -61,6 +61,7 @@ STORE = "data/store"
 
 # Inside a run folder (training) and inside an evaluation point's folder.
 SNAPSHOT_DIR = "snapshots"
+KEPT_DIR = "kept"  # hard links of the snapshots, which a resumed training restores (fdm.training.run_folder)
 STATE_FILE = "state.pt"
 LOG_FILE = "train.jsonl"
 RECORD_FILE = "trained.json"

@@ -41,7 +41,7 @@ SOURCES: dict[str, tuple[str, ...]] = {
         "distributed.py",
     ),
     "import_checkpoint": ("checkpoints", "diffusion", "nets", "snapshot.py", "data/download.py"),
-    "report": ("report", "paper_results.py"),
+    "report": ("report", "paper_results.py", "metrics"),  # metrics: the floor (FID of real images)
     "track": ("tracking",),
 }  # fmt: skip
 """Each stage's source: files and packages (folders) relative to the ``fdm`` package."""

@@ -39,6 +39,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from fdm import paths
 from fdm.atomic import atomic_write_text
 from fdm.digest import file_sha256
 from fdm.distributed import World, all_reduce_sum, device_for, join, leave
@@ -55,7 +56,9 @@ from fdm.training.run_folder import (
     SNAPSHOT_DIR,
     STATE_FILE,
     discard_stale_run,
+    keep,
     passed_milestones_missing,
+    restore_kept,
     snapshot_path,
     snapshot_record,
 )
@@ -236,6 +239,7 @@ class TrainingRun:
             "training": training,
         }
         save_snapshot(snapshot_path(self.run_dir, kimg), _state_dict_cpu(self.ema), config)
+        keep(snapshot_path(self.run_dir, kimg))
 
     def open_log(self):
         """``train.jsonl`` for appending, cut back to its length when the loaded state was written."""
@@ -421,6 +425,12 @@ def train(cfg: TrainConfig, restart_on_change: bool = False, record: str | os.Pa
     rerun resumes from state.pt instead of the workflow tool deleting the run folder.
     """
     is_main = os.environ.get("RANK", "0") == "0"
+    if is_main:  # the snapshots a workflow deleted as a killed job's outputs, back from kept/
+        restored = restore_kept(cfg.outdir)
+        if restored:
+            print(
+                f"{cfg.outdir}: restored {len(restored)} snapshot(s) from {paths.KEPT_DIR}/", file=sys.stderr
+            )
     if restart_on_change and is_main:  # before join: the other ranks wait there until rank 0 is done
         differ = discard_stale_run(cfg)
         if differ:

@@ -2,14 +2,17 @@
 
 A run folder (``fdm.paths.RUN``) holds ``snapshots/<kimg>.safetensors`` (one per milestone),
 ``state.pt`` (the resume state, ``fdm.training.state``), ``train.jsonl`` (one line per tick) and, once
-training is complete, ``trained.json`` (``snapshot_record``): the file the workflows declare as the job's
-output, so that a killed job's rerun resumes from state.pt. The record names the code that trained the
+training is complete, ``trained.json`` (``snapshot_record``). The workflows declare the record and the
+snapshots folder as the job's outputs (so that DVC caches and pushes the snapshots), and may delete
+them before a rerun; ``state.pt`` and ``kept/``, a hard link of every snapshot, are not declared, so a
+killed job's rerun restores the snapshots from ``kept/`` (``restore_kept``) and resumes from state.pt. The record names the code that trained the
 run (``fdm.provenance.code_version``); a saved run that other training code started is started over by
 the pipeline (``--restart-on-change``), as one with other settings is.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -19,12 +22,42 @@ from fdm.provenance import source_digest
 from fdm.training.config import TrainConfig
 from fdm.training.state import load_state
 
-SNAPSHOT_DIR, STATE_FILE, LOG_FILE = paths.SNAPSHOT_DIR, paths.STATE_FILE, paths.LOG_FILE
+SNAPSHOT_DIR, KEPT_DIR, STATE_FILE, LOG_FILE = (
+    paths.SNAPSHOT_DIR,
+    paths.KEPT_DIR,
+    paths.STATE_FILE,
+    paths.LOG_FILE,
+)
 
 
 def snapshot_path(run_dir, kimg: float) -> Path:
     """Where ``fdm train`` writes the snapshot of milestone ``kimg`` in ``run_dir`` (``fdm.paths.snapshot``)."""
     return Path(paths.snapshot(str(run_dir), kimg))
+
+
+def keep(snapshot: Path) -> None:
+    """Hard-link a written snapshot into the run's ``kept/`` (a copy where the file system cannot link)."""
+    kept = snapshot.parent.parent / KEPT_DIR / snapshot.name
+    kept.parent.mkdir(exist_ok=True)
+    kept.unlink(missing_ok=True)
+    try:
+        os.link(snapshot, kept)
+    except OSError:
+        shutil.copyfile(snapshot, kept)
+
+
+def restore_kept(run_dir) -> list[str]:
+    """Put back the snapshots a workflow deleted from ``snapshots/`` (its declared output) while ``kept/``
+    still holds them; returns their names."""
+    kept = Path(run_dir) / KEPT_DIR
+    restored = []
+    for source in sorted(kept.glob("*.safetensors")):
+        target = Path(run_dir) / SNAPSHOT_DIR / source.name
+        if not target.exists():
+            target.parent.mkdir(exist_ok=True)
+            os.link(source, target)
+            restored.append(source.name)
+    return restored
 
 
 def passed_milestones_missing(cfg: TrainConfig, images_seen: int) -> list[float]:
@@ -63,6 +96,7 @@ def discard_stale_run(cfg: TrainConfig) -> list[str]:
         reasons.append(f"snapshot_kimg ({', '.join(f'{m:g}' for m in missing)} kimg already passed)")
     if reasons:
         shutil.rmtree(run_dir / SNAPSHOT_DIR, ignore_errors=True)
+        shutil.rmtree(run_dir / KEPT_DIR, ignore_errors=True)
         (run_dir / LOG_FILE).unlink(missing_ok=True)
         state_path.unlink()
     return reasons
