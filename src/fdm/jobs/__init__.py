@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -65,10 +66,31 @@ def open_profile(path: str | Path) -> Params:
     if warning is not None:
         print(warning, file=sys.stderr)
     elif not Path(paths.profile_mark(params.name)).is_file():
-        write_json(
-            paths.profile_mark(params.name), {"params_file": str(params.path), "sha256": _file_sha256(path)}
+        _claim(
+            Path(paths.profile_mark(params.name)),
+            {"params_file": str(params.path), "sha256": _file_sha256(path)},
         )
     return params
+
+
+def _claim(mark: Path, values: dict) -> None:
+    """Write ``mark`` unless it exists, safely while other jobs of the profile do the same: the first
+    complete file wins (a private temporary file, hard-linked to the name, which fails if it exists)."""
+    import tempfile
+
+    from fdm.atomic import give_plain_mode
+
+    mark.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{mark.name}.", suffix=".claim", dir=mark.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(json.dumps(values, indent=2, sort_keys=True) + "\n")
+        give_plain_mode(tmp)
+        os.link(tmp, mark)
+    except FileExistsError:
+        pass  # another job of the profile claimed it first
+    finally:
+        os.unlink(tmp)
 
 
 def train_config(params: Params, dataset: str, variant: str, train_seed: int) -> dict:
