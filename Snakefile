@@ -16,6 +16,10 @@ min_version("9.0")
 configfile: "params.yaml"
 
 
+# `snakemake --report report.html` after a run: this page, the figures and tables of the report rule.
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"

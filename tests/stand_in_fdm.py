@@ -9,7 +9,8 @@ are a digest of exactly what the real command's outputs depend on, and logs its 
   training code (``data/code/train.json``), as ``fdm train --record`` writes it.
 - ``evaluate``: per point of the plan, a digest of the snapshot, the point, the seeds and the reference
   statistics; the record lists them and the evaluation code, as ``fdm evaluate --record`` does.
-- ``report``, ``track``: a digest of every evaluation record under the runs folder.
+- ``report``, ``track``: a digest of every evaluation record under the runs folder (the report: in its
+  folder, its summary and its plots folder).
 
 Each call appends its argument list to the file named by $FDM_STAND_IN_LOG.
 """
@@ -108,6 +109,8 @@ def main(argv: list[str]) -> None:
         summary = digest(*[p.read_bytes() for p in records])
         if command == "report":
             write(f"{o['out']}/summary.txt", summary)
+            write(o["summary"], json.dumps({"digest": summary}))
+            write(f"{o['plots']}/fid_vs_mimg/summary.csv", summary)
         else:
             write(o["dest"], summary)
     else:

@@ -23,11 +23,15 @@ PIPELINE_TEMPLATES = {
     "STATS": paths.STATS,
     "TRAIN_CONFIG": paths.TRAIN_CONFIG,
     "TRAINED": paths.TRAINED,
+    "SNAPSHOTS": paths.SNAPSHOTS,
     "EVAL_PLAN": paths.EVAL_PLAN,
     "EVALUATED": paths.EVALUATED,
     "PRETRAINED_RECORD": paths.PRETRAINED_RECORD,
+    "PRETRAINED_SNAPSHOTS": paths.PRETRAINED_SNAPSHOTS,
     "PRETRAINED_EVALUATED": paths.PRETRAINED_EVALUATED,
     "REPORTS": paths.REPORTS,
+    "SUMMARY": paths.SUMMARY,
+    "PLOTS": paths.PLOTS,
     "TRACKED": paths.TRACKED,
     "CODE": paths.CODE,
 }
@@ -66,6 +70,24 @@ def test_every_dvc_path_is_a_template_of_the_path_module():
     assert sorted(found - allowed) == []
     for name, template in PIPELINE_TEMPLATES.items():
         assert as_dvc(template) in found, f"dvc.yaml does not use paths.{name} ({as_dvc(template)})"
+
+
+def test_dvc_plots_are_the_report_curves():
+    """The top-level plots are the report's plot folders (one file per dataset of the profile)."""
+    plots = yaml.safe_load((ROOT / "dvc.yaml").read_text())["plots"]
+    folders = {next(iter(entry)) for entry in plots}
+    assert folders == {as_dvc(paths.PLOTS) + "/fid_vs_mimg", as_dvc(paths.PLOTS) + "/fid_vs_nfe"}
+    assert (ROOT / ".dvc/plots/series.json").is_file()
+
+
+def test_snapshot_folders_are_where_training_writes():
+    run = paths.run("digits", "edm", 0, paths.runs("smoke"))
+    folder = paths.SNAPSHOTS.format(profile="smoke", dataset="digits", variant="edm", train_seed=0)
+    assert paths.snapshot(run, 20) == f"{folder}/000020.safetensors"
+    pretrained = paths.pretrained("digits", "edm", paths.runs("smoke"))
+    assert paths.snapshot(pretrained, 20).startswith(
+        paths.PRETRAINED_SNAPSHOTS.format(profile="smoke", dataset="digits", formulation="edm") + "/"
+    )
 
 
 def test_the_path_functions_fill_the_templates():

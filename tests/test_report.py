@@ -638,7 +638,8 @@ def code(commit: str, source: str, stage: str) -> dict:
 
 def record_evaluations(runs: Path, params, evaluation_code) -> None:
     """What `fdm train` and `fdm evaluate` write beside the metrics: each run's training record, each point's
-    timing.json (``evaluation_code(variant)``) and each snapshot's evaluated.json citing its metrics."""
+    timing.json (``evaluation_code(variant)``) and each snapshot's evaluated.json listing its metrics, their
+    digest and the code."""
     from fdm.digest import file_sha256
 
     for dataset, variant, seed in params.models():
@@ -650,8 +651,14 @@ def record_evaluations(runs: Path, params, evaluation_code) -> None:
                 folder = Path(paths.point(run, kimg, sampler, nfe))
                 timing = {"started": 0, "ended": 1, "code": evaluation_code(variant)}
                 (folder / "timing.json").write_text(json.dumps(timing))
-                points[f"{sampler}-{nfe}"] = {"metrics_sha256": file_sha256(folder / "metrics.json")}
-            Path(paths.evaluated(run, kimg)).write_text(json.dumps({"points": points}))
+                values = json.loads((folder / "metrics.json").read_text())
+                listed = {name: values[name] for name in params.eval.metric_names()}
+                points[f"{sampler}-{nfe}"] = {
+                    **listed,
+                    "metrics_sha256": file_sha256(folder / "metrics.json"),
+                }
+            record = {"points": points, "code": evaluation_code(variant)}
+            Path(paths.evaluated(run, kimg)).write_text(json.dumps(record))
 
 
 def test_a_metrics_file_that_differs_from_its_evaluation_record_is_refused_and_nothing_written(in_project):
@@ -719,6 +726,103 @@ def test_each_table_names_the_code_of_its_rows_and_warns_when_it_differs(in_proj
                                         "--out", str(tmp_path / "reports")])  # fmt: skip
     assert again.exit_code == 0 and "fdm: warning" not in again.stderr
     assert "warning" not in (folder / "fid_vs_mimg.md").read_text()
+
+
+def test_the_records_alone_make_the_same_report(in_project):
+    """What a DVC remote brings to a new clone: the evaluation records without their point folders. The
+    report reads the records, so it is the same, code lines included, byte for byte."""
+    import shutil
+
+    params = load_params(ROOT / "params.yaml")
+    runs = in_project / "runs"
+    write_runs(runs, params, smoke_value)
+    write_stats(in_project, params)
+    record_evaluations(runs, params, lambda v: code("b", "2", "evaluate"))
+    args = ["--params", str(ROOT / "params.yaml"), "--runs", str(runs)]
+
+    def made(out: str) -> dict:
+        result = CliRunner().invoke(
+            report, [*args, "--out", out, "--summary", f"{out}.json", "--plots", f"{out}-plots"]
+        )
+        assert result.exit_code == 0, result.output
+        files = sorted(p for p in Path(out).rglob("*") if p.is_file())
+        return {str(p.relative_to(out)): p.read_bytes() for p in files} | {
+            "summary": Path(f"{out}.json").read_bytes()
+        }
+
+    before = made("a")
+    folders = sorted(runs.glob("*/*/s*/eval/*/*-*"))
+    expected = [
+        (m, k, point)
+        for m in params.models()
+        for k in params.snapshot_kimg
+        for point in params.points("digits", k)
+    ]
+    assert len(folders) == len(expected) > 0
+    for folder in folders:
+        shutil.rmtree(folder)
+    assert made("b") == before
+    # A record whose metric is not a number is a clear error, not a silent gap.
+    from fdm.cli import main
+
+    record = Path(paths.evaluated(paths.run("digits", "edm", 0, root=str(runs)), 20))
+    data = json.loads(record.read_text())
+    data["points"]["heun-15"][params.report.metric] = "nan"
+    record.write_text(json.dumps(data))
+    result = CliRunner().invoke(main, ["report", *args, "--out", "c"])
+    assert (
+        result.exit_code == 2
+        and f"{record}: {params.report.metric} is 'nan', not a finite number" in result.output
+    )
+
+
+def test_summary_for_dvc_holds_the_means_paired_differences_speedups_and_the_confirmatory_statistic(
+    in_project,
+):
+    """config/confirm.yaml with known values: summary.json has, per variant and snapshot, the mean over
+    seeds at the main point; the mean paired difference; the speedups; the pre-registered statistic; and
+    the plot files hold the same means, one file per dataset."""
+    params_path = ROOT / "config" / "confirm.yaml"
+    params = load_params(params_path)
+    write_runs(in_project / "runs", params, confirm_value)
+    write_stats(in_project, params)
+    args = ["--params", str(params_path), "--runs", "runs", "--out", "reports", "--summary", "s.json",
+            "--plots", "plots"]  # fmt: skip
+    assert CliRunner().invoke(report, args).exit_code == 0
+    summary = json.loads((in_project / "s.json").read_text())
+    assert list(summary) == ["digits"]
+    digits = summary["digits"]
+    assert sorted(digits) == ["confirm", "fid_digitsnet", "paired", "speedup"]
+    seeds = range(5)
+    for kimg in (40, 80, 120, 160):
+        edm = np.mean([confirm_value("digits", "edm", s, kimg, "dpmpp_3s", 15) for s in seeds])
+        fdm = np.mean([confirm_value("digits", "fdm_edm", s, kimg, "dpmpp_3s", 15) for s in seeds])
+        assert digits["fid_digitsnet"]["edm"][str(kimg)] == pytest.approx(edm)
+        assert digits["fid_digitsnet"]["fdm_edm"][str(kimg)] == pytest.approx(fdm)
+        assert digits["paired"]["fdm_edm"][str(kimg)] == pytest.approx(fdm - edm)
+    assert "edm" not in digits["paired"]  # a baseline has no baseline
+    differences = [0.5] * 4 + [-0.5]
+    half = scipy_stats.t.ppf(0.975, 4) * np.std(differences, ddof=1) / math.sqrt(5)
+    assert digits["confirm"] == pytest.approx(
+        {"difference": 0.3, "ci_low": 0.3 - half, "ci_high": 0.3 + half, "worse": 4, "pairs": 5}
+    )
+    rows = {(r["measure"], r["sampler"]): r for r in csv_rows(in_project / "reports/digits/speedup.csv")}
+    expected = {
+        "training": rows["kimg", "dpmpp_3s"]["speedup"],
+        "sampling": rows["nfe", "dpmpp_3s"]["speedup"],
+    }
+    assert {k: (None if v == "" else pytest.approx(float(v))) for k, v in expected.items()} == digits[
+        "speedup"
+    ]["fdm_edm"]
+    mimg = csv_rows(in_project / "plots/fid_vs_mimg/digits.csv")
+    assert [(r["series"], r["kimg"]) for r in mimg] == [
+        (v, str(k)) for v in ("edm", "fdm_edm") for k in (40, 80, 120, 160)
+    ]
+    assert float(mimg[-1]["fid"]) == pytest.approx(digits["fid_digitsnet"]["fdm_edm"]["160"])
+    assert float(mimg[-1]["mimg"]) == pytest.approx(0.16)
+    nfe = csv_rows(in_project / "plots/fid_vs_nfe/digits.csv")
+    assert {r["series"] for r in nfe} == {"edm dpmpp_3s", "fdm_edm dpmpp_3s"}
+    assert sorted({int(r["nfe"]) for r in nfe}) == [5, 8, 10, 15]
 
 
 def test_every_formulation_is_paired_with_its_base_and_has_its_family_colour(in_project):

@@ -32,6 +32,7 @@ WORKFLOW_FILES = [
     ".dvcignore",
     ".dvc/config",
     ".dvc/.gitignore",
+    ".dvc/plots",  # the plots' template
     "environment.yml",
 ]
 
@@ -140,6 +141,24 @@ def test_snakemake_and_dvc_declare_the_same_jobs(tmp_path, profile):
     # Every output of the profile lies under its own root, the shared ones under data/.
     outputs = [path for key in dvc for path in key]
     assert all(path.startswith((f"out/{params.name}/", "data/networks/", "data/code/")) for path in outputs)
+    # Every output is in DVC's cache (so experiments record it and a remote shares it), snapshots and
+    # evaluation records included; the summary is DVC's one metrics file.
+    from dvc.repo import Repo
+
+    with Repo(str(workdir)) as repo:
+        outs = [out for stage in repo.index.stages for out in stage.outs]
+        assert [str(o.def_path) for o in outs if not o.use_cache] == []
+        assert [str(o.def_path) for o in outs if o.metric] == [f"out/{params.name}/summary.json"]
+    snapshots = [path for path in outputs if path.endswith("/snapshots")]
+    assert len(snapshots) == len(params.models()) + len(params.pretrained)
+
+
+def test_snakemake_report_before_any_run_is_snakemakes_own_message(tmp_path):
+    workdir = workflow_copy(tmp_path, ROOT / "tests" / "workflow_tiny.yaml")
+    result = run([BIN / "snakemake", "--report", "report.html", "--cores", "1"], workdir, check=False)
+    assert result.returncode != 0
+    assert "File out/tiny/reports marked for report but does not exist." in result.stderr
+    assert "Traceback" not in result.stderr and not (workdir / "report.html").exists()
 
 
 def test_samples_kept_and_gpus_in_both_workflows(tmp_path):

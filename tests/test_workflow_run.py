@@ -9,6 +9,7 @@ reruns that variant's chain only. More edits, with a stand-in `fdm`: tests/test_
 
 from __future__ import annotations
 
+import csv
 import json
 import stat
 import subprocess
@@ -129,6 +130,19 @@ def test_snakemake_and_dvc_run_the_same_pipeline(tmp_path):
         assert (workdir / "out/tiny/reports/digits/fid_vs_mimg.csv").is_file()
         assert (workdir / "out/tiny/reports/digits/fid_vs_nfe.png").is_file()
     assert (smk / "out/tiny/logs/train/digits-fdm_edm-s0.log").is_file()
+    # The summary DVC compares: the same in both, and the report's own numbers.
+    summary = json.loads((smk / "out/tiny/summary.json").read_text())
+    assert summary == json.loads((dvc / "out/tiny/summary.json").read_text())
+    mimg = {(r["variant"], r["kimg"]): float(r["mean"]) for r in csv.DictReader(
+        (smk / "out/tiny/reports/digits/fid_vs_mimg.csv").open())}  # fmt: skip
+    assert {(v, k): x for v, by_kimg in summary["digits"]["fid_digitsnet"].items()
+            for k, x in by_kimg.items()} == pytest.approx(mimg)  # fmt: skip
+    # Snakemake's report holds the figures and tables, with their captions.
+    run([BIN / "snakemake", "--report", "report.html", "--cores", "1"], smk)
+    html = (smk / "report.html").read_text()
+    for name in ("fid_vs_mimg.png", "fid_vs_nfe.png", "speedup.png", "claims.csv", "summary.json"):
+        assert name in html, name
+    assert "arXiv 2306.06991" in html  # the captions (workflow/report/)
     # Every output honours the umask: snapshots, state.pt, metrics, grids, records, statistics, networks.
     for workdir, mode in ((smk, 0o640), (dvc, 0o644)):
         found = modes(workdir)

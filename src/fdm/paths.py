@@ -17,12 +17,15 @@ out/<profile>/                                       everything one profile make
   data/stats/<dataset>/<extractor>/<mode>.npz        ref-stats (linked from data/store/stats/)
   runs/<dataset>/<variant>/s<seed>/train.json        train-config: the job's resolved settings
   runs/<dataset>/<variant>/s<seed>/trained.json      train: the record (snapshot digests, code) and
-      snapshots/<kimg:06d>.safetensors, beside state.pt, train.jsonl, kept/ (what resume needs)
+  runs/<dataset>/<variant>/s<seed>/snapshots/        <kimg:06d>.safetensors, beside state.pt, train.jsonl,
+                                                     kept/ (what resume needs; not declared)
   runs/<dataset>/eval/<kimg>.json                    eval-config: the points every model is evaluated at
   runs/<dataset>/<variant>/s<seed>/eval/<kimg>/evaluated.json   evaluate: the record, beside
       <sampler>-<nfe>/metrics.json, timing.json, grid.png (samples.npz)
   runs/<dataset>/<formulation>/pretrained/           import-checkpoint: a released checkpoint as a run
-  reports/<dataset>/                                 report
+  reports/<dataset>/                                 report: tables and figures
+  summary.json                                       report: the few numbers `dvc exp show` compares
+  plots/{fid_vs_mimg,fid_vs_nfe}/<dataset>.csv       report: the curves `dvc plots` draws
   logs/<rule>/<job>.log                              Snakemake's job logs
   mlflow_runs.json                                   track
   profile.json                                       which params file first wrote here
@@ -42,14 +45,18 @@ RUNS = OUT + "/runs"
 RUN = RUNS + "/{dataset}/{variant}/s{train_seed}"
 TRAIN_CONFIG = RUN + "/train.json"
 TRAINED = RUN + "/trained.json"
+SNAPSHOTS = RUN + "/snapshots"
 EVAL_PLAN = RUNS + "/{dataset}/eval/{kimg}.json"
 EVAL = RUN + "/eval/{kimg}"
 EVALUATED = EVAL + "/evaluated.json"
 PRETRAINED = RUNS + "/{dataset}/{formulation}/pretrained"  # a released checkpoint, imported (no training)
 PRETRAINED_RECORD = PRETRAINED + "/trained.json"
+PRETRAINED_SNAPSHOTS = PRETRAINED + "/snapshots"
 PRETRAINED_EVALUATED = PRETRAINED + "/eval/{kimg}/evaluated.json"
 REPORTS = OUT + "/reports"
 REPORT = REPORTS + "/{dataset}"
+SUMMARY = OUT + "/summary.json"
+PLOTS = OUT + "/plots"
 LOGS = OUT + "/logs"
 TRACKED = OUT + "/mlflow_runs.json"
 PROFILE_MARK = OUT + "/profile.json"
@@ -110,6 +117,16 @@ def runs(profile: str) -> str:
 
 def reports(profile: str) -> str:
     return REPORTS.format(profile=profile)
+
+
+def summary(profile: str) -> str:
+    """The profile's summary (``fdm.report.summary``), DVC's metrics file."""
+    return SUMMARY.format(profile=profile)
+
+
+def plots(profile: str) -> str:
+    """The folder of the curves DVC plots (``fdm.report.summary``)."""
+    return PLOTS.format(profile=profile)
 
 
 def tracked(profile: str) -> str:

@@ -9,6 +9,7 @@ rule import_checkpoint:
         code=code("import_checkpoint"),
     output:
         record=paths.PRETRAINED_RECORD,
+        snapshots=directory(paths.PRETRAINED_SNAPSHOTS),
     log:
         LOGS + "/import_checkpoint/{dataset}-{formulation}.log",
     conda:

@@ -1,4 +1,6 @@
-# The paper's tables and plots from the evaluations of the profile.
+# The paper's tables and plots from the evaluations of the profile; the summary and curves DVC compares.
+# The figures and tables are in Snakemake's own report (`snakemake --report report.html`), with the
+# captions of workflow/report/.
 
 
 rule report:
@@ -8,7 +10,21 @@ rule report:
         # the metric's floor (FID of real images) comes from the reference statistics
         stats=[paths.stats(PROFILE, d, e) for d in PARAMS.datasets for e in PARAMS.eval.extractors],
     output:
-        directory(paths.REPORTS),
+        reports=report(
+            directory(paths.REPORTS),
+            patterns=["{dataset}/{name}.{ext,png|csv}"],
+            caption="../report/results.rst",
+            category="Results",
+            subcategory="{dataset}",
+            labels={"dataset": "{dataset}", "file": "{name}.{ext}"},
+        ),
+        summary=report(
+            paths.SUMMARY,
+            caption="../report/summary.rst",
+            category="Summary",
+            labels={"file": "summary.json"},
+        ),
+        plots=directory(paths.PLOTS),
     log:
         LOGS + "/report.log",
     conda:
@@ -29,7 +45,8 @@ rule report:
             config["pretrained"],
         ],
     shell:
-        "fdm report --params {params.file} --runs {params.runs} --out {output} > {log} 2>&1"
+        "fdm report --params {params.file} --runs {params.runs} --out {output.reports}"
+        " --summary {output.summary} --plots {output.plots} > {log} 2>&1"
 
 
 # MLflow, a view of the files above (docs/tracking.md): a run per model with its FID curves, nested

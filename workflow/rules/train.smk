@@ -17,11 +17,13 @@ rule train_config:
         " --train-seed {wildcards.train_seed} --dest {output} > {log} 2>&1"
 
 
-# The job's output is the run's record (snapshot digests, settings, code), written once training is
-# complete: the snapshots, state.pt and train.jsonl are not declared, so that Snakemake never deletes them
-# and a killed job's rerun resumes from state.pt; an edited train.json, or other training code, starts the
-# run over (--restart-on-change). With gpus.train > 1, `fdm train` starts itself under torchrun; the GPU
-# count is how the job runs, not what it computes, so it is a resource and no rerun trigger.
+# The job's outputs are the run's record (snapshot digests, settings, code) and its snapshots, written
+# once training is complete. state.pt, train.jsonl and kept/ (a hard link of every snapshot) are not
+# declared: when Snakemake deletes the outputs of a killed job before its rerun, the rerun puts the
+# snapshots back from kept/ and resumes from state.pt (fdm.training.run_folder). An edited train.json, or
+# other training code, starts the run over (--restart-on-change). With gpus.train > 1, `fdm train` starts
+# itself under torchrun; the GPU count is how the job runs, not what it computes, so it is a resource and
+# no rerun trigger.
 rule train:
     input:
         config=paths.TRAIN_CONFIG,
@@ -29,6 +31,7 @@ rule train:
         code=code("train"),
     output:
         record=paths.TRAINED,
+        snapshots=directory(paths.SNAPSHOTS),
     log:
         LOGS + "/train/{dataset}-{variant}-s{train_seed}.log",
     conda:

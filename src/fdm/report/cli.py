@@ -19,12 +19,26 @@ from fdm.report.write import write_report
 @click.option(
     "--out", type=click.Path(file_okay=False), help="Output folder [default: out/<profile name>/reports]."
 )
-def report(params_path: str, runs: str | None, out: str | None) -> None:
-    """Tables and plots (curves, paired comparisons, the claims, speedups) from every metrics.json under RUNS.
+@click.option(
+    "--summary",
+    type=click.Path(dir_okay=False),
+    help="The summary DVC compares [default: out/<profile name>/summary.json].",
+)
+@click.option(
+    "--plots",
+    type=click.Path(file_okay=False),
+    help="The curves DVC plots [default: out/<profile name>/plots].",
+)
+def report(
+    params_path: str, runs: str | None, out: str | None, summary: str | None, plots: str | None
+) -> None:
+    """Tables and plots (curves, paired comparisons, the claims, speedups) from every evaluation under RUNS,
+    and the profile's summary and curves for DVC (SUMMARY, PLOTS).
 
     The pre-registered statistic (report.confirm) is printed first.
     """
     params = open_profile(params_path)
     runs, out = runs or paths.runs(params.name), out or paths.reports(params.name)
-    for path in write_report(params, runs, out, echo=click.echo):
+    summary, plots = summary or paths.summary(params.name), plots or paths.plots(params.name)
+    for path in write_report(params, runs, out, echo=click.echo, summary=summary, plots=plots):
         click.echo(f"wrote {path}")

@@ -10,11 +10,10 @@ its FID-vs-NFE tables otherwise), and the difference. One run per checkpoint: no
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from fdm import paths
 from fdm.config import Params
-from fdm.report.records import read_metric
+from fdm.report.records import point_values
 from fdm.report.tables import markdown_table, number, to_csv
 
 PRETRAINED_COLUMNS = ("formulation", "url", "kimg", "sampler", "nfe", "value", "paper", "difference")
@@ -23,16 +22,14 @@ PRETRAINED_COLUMNS = ("formulation", "url", "kimg", "sampler", "nfe", "value", "
 def pretrained_rows(
     params: Params, runs: str | os.PathLike, dataset: str, metric: str, paper_mimg: dict, paper_nfe: dict
 ) -> list[dict]:
-    """One row per (checkpoint, point) of ``dataset`` whose metrics.json exists, in profile order."""
+    """One row per (checkpoint, point) of ``dataset`` that has been evaluated, in profile order."""
     kimg, main = params.duration_kimg, params.eval.main[dataset]
     rows = []
     for entry in (e for e in params.pretrained if e.dataset == dataset):
         run_dir = paths.pretrained(dataset, entry.formulation, root=str(runs))
-        for sampler, nfe in params.points(dataset, kimg):
-            path = Path(paths.metrics(run_dir, kimg, sampler, nfe))
-            if not path.is_file():
-                continue
-            value = read_metric(path, metric)
+        for (sampler, nfe), value in point_values(
+            run_dir, kimg, params.points(dataset, kimg), metric
+        ).items():
             if (sampler, nfe) == (main.sampler, main.nfe):
                 paper = paper_mimg.get(entry.formulation, {}).get(kimg)
             else:

@@ -53,7 +53,7 @@ class Stat:
 
 
 def read_records(params: Params, runs: str | os.PathLike, metric: str) -> list[Record]:
-    """The ``metric`` of every evaluation of the profile whose metrics.json exists under ``runs``.
+    """The ``metric`` of every evaluation of the profile under ``runs`` (`point_values`).
 
     Only the profile's points are read (its models, snapshots and sampler/NFE points), so files left by
     an earlier version of the profile do not enter the report; a malformed file is an FdmError.
@@ -62,23 +62,49 @@ def read_records(params: Params, runs: str | os.PathLike, metric: str) -> list[R
     for dataset, variant, train_seed in params.models():
         run_dir = paths.run(dataset, variant, train_seed, root=str(runs))
         for kimg in params.snapshot_kimg:
-            for sampler, nfe in params.points(dataset, kimg):
-                path = Path(paths.metrics(run_dir, kimg, sampler, nfe))
-                if path.is_file():
-                    value = read_metric(path, metric)
-                    records.append(Record(dataset, variant, train_seed, kimg, sampler, nfe, value))
+            values = point_values(run_dir, kimg, params.points(dataset, kimg), metric)
+            for (sampler, nfe), value in values.items():
+                records.append(Record(dataset, variant, train_seed, kimg, sampler, nfe, value))
     return records
 
 
-def read_metric(path: Path, metric: str) -> float:
+def point_values(run_dir: str, kimg: int, points, metric: str) -> dict[tuple[str, int], float]:
+    """(sampler, nfe) -> ``metric`` of each of ``points`` evaluated at ``run_dir``'s snapshot ``kimg``.
+
+    From the evaluation record (``evaluated.json``, which lists every point's metrics and is what a DVC
+    remote brings to a new clone), or, for a point it does not list (an evaluation still running or
+    killed), from the point's metrics.json.
+    """
+    record = Path(paths.evaluated(run_dir, kimg))
+    listed = read_json(record).get("points", {}) if record.is_file() else {}
+    values = {}
+    for sampler, nfe in points:
+        entry = listed.get(paths.POINT.format(sampler=sampler, nfe=nfe))
+        if isinstance(entry, dict) and metric in entry:
+            values[(sampler, nfe)] = finite(entry[metric], record, metric)
+            continue
+        path = Path(paths.metrics(run_dir, kimg, sampler, nfe))
+        if path.is_file():
+            values[(sampler, nfe)] = read_metric(path, metric)
+    return values
+
+
+def read_json(path: Path):
     try:
-        metrics = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         raise FdmError(f"{path}: not readable JSON ({err})") from None
+
+
+def read_metric(path: Path, metric: str) -> float:
+    metrics = read_json(path)
     if not isinstance(metrics, dict) or metric not in metrics:
         found = ", ".join(sorted(metrics)) if isinstance(metrics, dict) else type(metrics).__name__
         raise FdmError(f"{path}: no {metric!r} (found: {found})")
-    value = metrics[metric]
+    return finite(metrics[metric], path, metric)
+
+
+def finite(value, path: Path, metric: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise FdmError(f"{path}: {metric} is {value!r}, not a finite number")
     return float(value)

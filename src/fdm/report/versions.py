@@ -72,18 +72,24 @@ def _code(block) -> dict:
 
 def row_versions(params: Params, runs: str | os.PathLike) -> dict[tuple, dict]:
     """(dataset, variant or formulation, train seed or "pretrained", kimg, sampler, nfe) -> {"train": code,
-    "evaluate": code} of every point whose metrics.json exists; code ``UNKNOWN`` where a file has none."""
+    "evaluate": code} of every evaluated point: the evaluation's code from its record (``evaluated.json``),
+    or from the point's timing.json while the record is not written; ``UNKNOWN`` where a file has none."""
     versions = {}
     for key, run_dir in _run_dirs(params, runs):
         record = Path(paths.trained(run_dir))
         train = _code(_json(record).get("code")) if record.is_file() else dict(UNKNOWN)
         for kimg in params.snapshot_kimg:
+            evaluated = Path(paths.evaluated(run_dir, kimg))
+            listed = _json(evaluated) if evaluated.is_file() else {}
             for sampler, nfe in params.points(key[0], kimg):
                 folder = Path(paths.point(run_dir, kimg, sampler, nfe))
-                if not (folder / paths.METRICS_FILE).is_file():
-                    continue
                 timing = folder / paths.TIMING_FILE
-                evaluate = _code(_json(timing).get("code")) if timing.is_file() else dict(UNKNOWN)
+                if folder.name in listed.get("points", {}):
+                    evaluate = _code(listed.get("code"))
+                elif (folder / paths.METRICS_FILE).is_file():
+                    evaluate = _code(_json(timing).get("code")) if timing.is_file() else dict(UNKNOWN)
+                else:
+                    continue
                 versions[(*key, kimg, sampler, nfe)] = {"train": train, "evaluate": evaluate}
     return versions
 

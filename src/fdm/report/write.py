@@ -34,6 +34,7 @@ from fdm.report.figures import (
 from fdm.report.paired import PAIRED_COLUMNS, paired_markdown, paired_rows
 from fdm.report.pretrained import pretrained_csv, pretrained_markdown, pretrained_rows
 from fdm.report.records import PER_SEED_COLUMNS, aggregate, by_seed, per_seed_rows, read_records
+from fdm.report.summary import dataset_summary, mimg_plot_rows, nfe_plot_rows, write_summary
 from fdm.report.tables import (
     MIMG_COLUMNS,
     NFE_COLUMNS,
@@ -52,11 +53,17 @@ FLOOR_COLUMNS = ("metric", "n", "reference", "draws", "how", "mean", "std")
 
 
 def write_report(
-    params: Params, runs: str | os.PathLike, out: str | os.PathLike, echo: Callable[[str], None] | None = None
+    params: Params,
+    runs: str | os.PathLike,
+    out: str | os.PathLike,
+    echo: Callable[[str], None] | None = None,
+    summary: str | os.PathLike | None = None,
+    plots: str | os.PathLike | None = None,
 ) -> list[Path]:
     """Write every table and plot of every dataset that has records; returns the files written.
 
-    ``echo`` is given the pre-registered statistic (``report.confirm``) of each dataset first.
+    ``echo`` is given the pre-registered statistic (``report.confirm``) of each dataset first. With
+    ``summary`` and ``plots``, also the profile's summary for DVC there (`fdm.report.summary`).
     """
     from fdm.provenance import code_version
 
@@ -65,7 +72,7 @@ def write_report(
     versions = row_versions(params, runs)
     records = read_records(params, runs, metric)
     stats = aggregate(records) if records else {}
-    written = []
+    written, summaries, curves = [], {}, {}
     for dataset, spec in params.datasets.items():
         folder = Path(out) / dataset
         main = params.eval.main[dataset]
@@ -98,7 +105,7 @@ def write_report(
             written.append(folder / name)
         if trained:
             figure_floor = (floor.mean, f"floor: {floor.n:,} real images")
-            written += _trained(
+            files, summaries[dataset], curves[dataset] = _trained(
                 params,
                 dataset,
                 records,
@@ -110,6 +117,7 @@ def write_report(
                 echo,
                 mine,
             )
+            written += files
         record = {"report": code_version("report"), "rows": _distinct_rows(mine)}
         atomic_write_text(folder / "versions.json", json.dumps(record, indent=2, sort_keys=True) + "\n")
         written.append(folder / "versions.json")
@@ -117,6 +125,8 @@ def write_report(
         raise FdmError(
             f"no metrics.json with {metric} under {runs} for datasets {', '.join(params.datasets)}"
         )
+    if summary is not None and plots is not None:
+        written += write_summary(summaries, curves, Path(summary), Path(plots))
     return written
 
 
@@ -158,9 +168,10 @@ def _distinct_rows(versions: dict) -> list[dict]:
 
 def _trained(
     params, dataset, records, stats, folder: Path, paper_mimg, paper_nfe, floor, echo, versions
-) -> list[Path]:
+) -> tuple[list[Path], dict, tuple[list, list]]:
     """The trained models' tables and plots of ``dataset``: FID vs Mimg, FID vs NFE, the paired
-    comparisons, the claims, speedups, ablations, and every value they use (``per_seed.csv``)."""
+    comparisons, the claims, speedups, ablations, and every value they use (``per_seed.csv``); returns
+    the files written, the dataset's summary and its plot rows (`fdm.report.summary`)."""
     metric, main, variants = params.report.metric, params.eval.main[dataset], params.variants
     floor_note, figure_floor = floor
     trained = {key: v for key, v in versions.items() if key[1] in variants and key[2] != "pretrained"}
@@ -242,4 +253,5 @@ def _trained(
     for name, figure in figures:
         write_figure(folder / name, figure)
         written.append(folder / name)
-    return written
+    summary = dataset_summary(metric, main_point, mimg, pairs, speed, claims)
+    return written, summary, (mimg_plot_rows(mimg), nfe_plot_rows(nfe))
