@@ -127,3 +127,27 @@ def test_featnet_refuses_a_dataset_without_labels(tmp_path, stages):
     assert result.exit_code == 2
     assert "has no labels" in result.output
     assert not (tmp_path / "net.pt").exists()
+
+
+def test_a_saved_network_is_known_by_its_weights_not_its_archive_bytes(tmp_path):
+    """TorchScript saves of one network in two processes differ in bytes (a random serialization id, the
+    order of the code's lines: the fault drill found it), so the reference statistics' store key names the
+    archive by its weights; other weights, another identity; a runner's hidden marker file does not count."""
+    from fdm.jobs import network_identity
+    from fdm.metrics.featnet import DigitsNet, save_featnet
+    from fdm.metrics.features import weights_sha256
+
+    torch.manual_seed(0)
+    net = DigitsNet()
+    a, b = tmp_path / "a", tmp_path / "b"
+    for folder in (a, b):
+        folder.mkdir()
+        save_featnet(folder / "digitsnet.pt", net, {"dataset": "test"})
+    (b / ".snakemake_timestamp").write_bytes(b"")
+    assert network_identity(a) == network_identity(b)
+    assert network_identity(a)["digitsnet.pt"] == "weights:" + weights_sha256(net)
+    assert sorted(network_identity(a)) == ["digitsnet.json", "digitsnet.pt"]
+    with torch.no_grad():
+        next(net.parameters()).add_(1.0)
+    save_featnet(b / "digitsnet.pt", net, {"dataset": "test"})
+    assert network_identity(a)["digitsnet.pt"] != network_identity(b)["digitsnet.pt"]

@@ -49,7 +49,7 @@ COMMANDS: dict[str, Command] = {
     ),
     "report": Command(
         "fdm.report.cli:report",
-        "Tables and plots (curves, paired comparisons, the claims, speedups) from every metrics.json under RUNS.",
+        "Tables and plots (curves, paired comparisons, the claims, speedups) from every evaluation under RUNS.",
     ),
     "import-checkpoint": Command(
         "fdm.checkpoints.cli:import_checkpoint_command",

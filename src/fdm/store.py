@@ -1,7 +1,7 @@
 """The shared store: what several profiles of one checkout would make alike, made once.
 
 A prepared dataset depends only on its preparation settings (source, raw files, size, labels) and the
-code that prepares it; reference statistics only on the dataset's bytes, the feature network's bytes, the
+code that prepares it; reference statistics only on the dataset's bytes, the feature network's weights, the
 mode and the code that computes them. Two profiles that ask for the same get the same file: it is made
 once into ``data/store/<kind>/<key><suffix>``, where ``key`` is a SHA-256 of exactly those inputs (written
 beside it as ``<key>.json``), and each profile's own path (``out/<profile>/data/...``) is a copy of it. The

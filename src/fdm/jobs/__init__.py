@@ -175,6 +175,26 @@ def feature_network(extractor: str, dest: str) -> str:
     raise FdmError(f"unknown feature extractor {extractor!r}; expected one of {', '.join(EXTRACTORS)}")
 
 
+def network_identity(folder: Path) -> dict[str, str]:
+    """What a feature network's folder is, for the store's key: each file's SHA-256, but a TorchScript
+    archive's (``.pt``) the digest of its weights, since its bytes hold a random serialization id that
+    differs between two saves of the same network; hidden files (a runner's markers) left out."""
+    import torch
+
+    from fdm.digest import file_sha256
+    from fdm.metrics.features import weights_sha256
+
+    identity = {}
+    for path in sorted(folder.glob("*")):
+        if not path.is_file() or path.name.startswith("."):
+            continue
+        if path.suffix == ".pt":
+            identity[path.name] = "weights:" + weights_sha256(torch.jit.load(str(path), map_location="cpu"))
+        else:
+            identity[path.name] = file_sha256(path)
+    return identity
+
+
 def reference_stats(params: Params, dataset: str, extractor: str, dest: str, device=None) -> list[str]:
     """Statistics of the profile's dataset ``dataset`` in every mode the profile scores ``extractor`` in,
     as ``<dest>/<mode>.npz``; returns the files written.
@@ -196,7 +216,7 @@ def reference_stats(params: Params, dataset: str, extractor: str, dest: str, dev
         raise FdmError(f"{params.path}: eval.extractors has no {extractor!r} (it has {known})")
     data = paths.dataset_zip(params.name, dataset)
     folder = Path(paths.network(extractor))
-    weights = {p.name: file_sha256(p) for p in sorted(folder.glob("*")) if p.is_file()}
+    weights = network_identity(folder)
     written = []
     for mode in modes(extractor, params.eval.modes):
         path = f"{dest}/{mode}.npz"

@@ -32,8 +32,9 @@ from fdm.report.write import write_report
 def report(
     params_path: str, runs: str | None, out: str | None, summary: str | None, plots: str | None
 ) -> None:
-    """Tables and plots (curves, paired comparisons, the claims, speedups) from every evaluation under RUNS,
-    and the profile's summary and curves for DVC (SUMMARY, PLOTS).
+    """Tables and plots (curves, paired comparisons, the claims, speedups) from every evaluation under RUNS.
+
+    Also the profile's summary and curves for DVC (SUMMARY, PLOTS).
 
     The pre-registered statistic (report.confirm) is printed first.
     """
