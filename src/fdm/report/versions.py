@@ -11,7 +11,6 @@ code, and ``versions.json`` in each dataset's folder is the report's own record 
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from fdm import paths
 from fdm.config import Params
 from fdm.digest import file_sha256
 from fdm.errors import FdmError
+from fdm.report.records import read_json
 
 UNKNOWN = {"commit": "unknown", "dirty": None, "source_sha256": "unknown"}
 
@@ -35,13 +35,6 @@ def _run_dirs(params: Params, runs: str | os.PathLike) -> list[tuple[tuple, str]
     return found
 
 
-def _json(path: Path):
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise FdmError(f"{path}: not readable JSON ({err})") from None
-
-
 def verify(params: Params, runs: str | os.PathLike) -> None:
     """Refuse (one line naming the file and both digests) a metrics.json that differs from the SHA-256 its
     evaluation record names."""
@@ -50,7 +43,7 @@ def verify(params: Params, runs: str | os.PathLike) -> None:
             record = Path(paths.evaluated(run_dir, kimg))
             if not record.is_file():
                 continue
-            points = _json(record).get("points", {})
+            points = read_json(record).get("points", {})
             for point, entry in points.items():
                 expected = entry.get("metrics_sha256") if isinstance(entry, dict) else None
                 metrics = Path(paths.evaluation(run_dir, kimg)) / point / paths.METRICS_FILE
@@ -77,17 +70,17 @@ def row_versions(params: Params, runs: str | os.PathLike) -> dict[tuple, dict]:
     versions = {}
     for key, run_dir in _run_dirs(params, runs):
         record = Path(paths.trained(run_dir))
-        train = _code(_json(record).get("code")) if record.is_file() else dict(UNKNOWN)
+        train = _code(read_json(record).get("code")) if record.is_file() else dict(UNKNOWN)
         for kimg in params.snapshot_kimg:
             evaluated = Path(paths.evaluated(run_dir, kimg))
-            listed = _json(evaluated) if evaluated.is_file() else {}
+            listed = read_json(evaluated) if evaluated.is_file() else {}
             for sampler, nfe in params.points(key[0], kimg):
                 folder = Path(paths.point(run_dir, kimg, sampler, nfe))
                 timing = folder / paths.TIMING_FILE
                 if folder.name in listed.get("points", {}):
                     evaluate = _code(listed.get("code"))
                 elif (folder / paths.METRICS_FILE).is_file():
-                    evaluate = _code(_json(timing).get("code")) if timing.is_file() else dict(UNKNOWN)
+                    evaluate = _code(read_json(timing).get("code")) if timing.is_file() else dict(UNKNOWN)
                 else:
                     continue
                 versions[(*key, kimg, sampler, nfe)] = {"train": train, "evaluate": evaluate}
