@@ -18,8 +18,8 @@ files the tests read), so the checkout itself is never mutated; mutmut writes it
 under ``<workdir>/mutants/``. Subprocesses the tests start import the mutated copy too (PYTHONPATH).
 
 Usage: python bench/mutation.py [--only src/fdm/metrics/scores.py ...] [--max-children N]
-[--workdir DIR] [--resume] [--report-only] [--survivors FILE]. Prints the score per package as a
-Markdown table, and the wall time of the run.
+[--workdir DIR] [--resume] [--report-only] [--survivors FILE] [--diffs FILE]. Prints the score per
+package as a Markdown table, and the wall time of the run.
 """
 
 from __future__ import annotations
@@ -44,13 +44,14 @@ PACKAGES: dict[str, dict] = {
     },
     "sampling": {
         "files": ["src/fdm/sampling.py"],
-        "tests": ["tests/test_sampling.py", "tests/test_official_equivalence.py"],
+        "tests": ["tests/test_sampling.py", "tests/test_diffusion.py", "tests/test_official_equivalence.py"],
     },
     "training": {
         "files": ["src/fdm/training/*.py"],
         "tests": [
             "tests/test_training_units.py",
             "tests/test_training_run.py",
+            "tests/test_pairing.py",
             "tests/test_official_equivalence.py",
         ],
         "fraction": 0.35,
@@ -62,11 +63,15 @@ PACKAGES: dict[str, dict] = {
     },
     "checkpoints/unpickle": {
         "files": ["src/fdm/checkpoints/unpickle.py"],
-        "tests": ["tests/test_import_checkpoint.py"],
+        "tests": ["tests/test_import_checkpoint.py", "tests/test_import_redteam.py"],
     },
     "metrics/scores+stats": {
         "files": ["src/fdm/metrics/scores.py", "src/fdm/metrics/stats.py"],
-        "tests": ["tests/test_metrics_scores.py"],
+        "tests": [
+            "tests/test_metrics_scores.py",
+            "tests/test_metrics_floor.py",
+            "tests/test_metrics_digits.py",
+        ],
     },
 }
 FAST_ONLY = "not slow and not fault_drill"
@@ -162,9 +167,11 @@ def run_mutmut(workdir: Path, max_children: int, mutants: list[str]) -> int:
     env["PYTHONPATH"] = os.pathsep.join([str(workdir / "mutants" / "src"), env.get("PYTHONPATH", "")]).rstrip(
         os.pathsep
     )
-    env.setdefault(
-        "OMP_NUM_THREADS", "1"
-    )  # one thread per test process: max_children of them share the cores
+    # One thread per test process: max_children of them share the cores. And a forked worker of a
+    # process with a multi-thread OpenMP pool hangs in its first parallel region (libgomp is not
+    # fork-safe), so the tests' own thread count (tests/conftest.py) is 1 too.
+    env.setdefault("OMP_NUM_THREADS", "1")
+    env["FDM_TEST_THREADS"] = "1"
     command = [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children), *mutants]
     return subprocess.run(command, cwd=workdir, env=env).returncode
 
@@ -228,6 +235,18 @@ def survivors(found: dict[str, dict[str, list[str]]]) -> str:
     return "\n".join(lines)
 
 
+def diffs(workdir: Path, names: list[str]) -> str:
+    """Each named mutant's change as a unified diff of its function (mutmut's own rendering), for review."""
+    from mutmut.mutation.diff_apply import get_diff_for_mutant
+
+    here = Path.cwd()
+    os.chdir(workdir)  # mutmut finds a mutant's file under ./mutants
+    try:
+        return "\n\n".join(f"## {name}\n\n```diff\n{get_diff_for_mutant(name)}\n```" for name in names)
+    finally:
+        os.chdir(here)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -250,6 +269,7 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true", help="keep the workdir's mutants and results")
     parser.add_argument("--report-only", action="store_true", help="print the table of an earlier run")
     parser.add_argument("--survivors", type=Path, help="also write the surviving mutants' names here")
+    parser.add_argument("--diffs", type=Path, help="also write each surviving mutant's diff here (Markdown)")
     args = parser.parse_args()
 
     workdir = args.workdir.resolve()
@@ -272,6 +292,11 @@ def main() -> None:
     listed = survivors(found)
     if args.survivors is not None:
         args.survivors.write_text(listed + "\n")
+    if args.diffs is not None:
+        names = [
+            n for by_status in found.values() for s in ("survived", "no tests") for n in by_status.get(s, [])
+        ]
+        args.diffs.write_text(diffs(workdir, sorted(names)) + "\n")
     print(f"\nNot detected (inspect one with `cd {workdir} && mutmut show NAME`):\n{listed or '(none)'}")
 
 

@@ -1,5 +1,9 @@
 """Shared test settings: CPU only, a fixed thread count so float reductions are repeatable.
 
+The count is 2, or FDM_TEST_THREADS where set: the mutation run (bench/mutation.py) sets 1, because it
+forks its test workers from a process that ran the tests, and a child forked from a process whose
+OpenMP (libgomp) pool has threads hangs in its next parallel region (for example MKL's exp).
+
 OMP_WAIT_POLICY=PASSIVE stops idle OpenMP threads from spinning: with several test processes on a
 2-core machine, spinning threads slowed small torch calls 10-100x. Subprocesses inherit it.
 """
@@ -11,7 +15,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import pytest  # noqa: E402
 import torch  # noqa: E402  (after the environment above)
 
-torch.set_num_threads(2)
+torch.set_num_threads(int(os.environ.get("FDM_TEST_THREADS", "2")))
 
 
 @pytest.fixture(scope="module")

@@ -45,7 +45,12 @@ class Oracle:
     c_noise: Callable
     target: Callable  # sigma -> (p, q): the network is trained towards p y + q n with unit weight
     uniform: Callable  # sampled sigma -> values uniform on [0, 1] under the training distribution
+    draws: Callable  # (generator, n) -> those uniform values, from the generator's float64 stream
     fdm_time: Callable | None  # FDM's time t(sigma), None: no FDM variant
+
+
+def rand64(generator, n):
+    return torch.rand(n, generator=generator, dtype=torch.float64).numpy()
 
 
 def linear_time(lo, hi):
@@ -64,6 +69,7 @@ ORACLES = {
         c_noise=lambda sigma: 999 * vp_t(sigma),
         target=lambda sigma: (0.0, 1.0),
         uniform=lambda sigma: (vp_t(sigma) - 1e-5) / (1 - 1e-5),
+        draws=lambda g, n: 1 - rand64(g, n),  # t = 1 + u (epsilon_t - 1), as EDM's VP loss writes it
         fdm_time=linear_time(*VP_RANGE),
     ),
     # Song et al. 2021 (NCSN's sigma-scaled score, -n), EDM Table 1 "VE": the network sees x, is labelled
@@ -75,6 +81,7 @@ ORACLES = {
         c_noise=lambda sigma: np.log(sigma / 2),
         target=lambda sigma: (0.0, -1.0),
         uniform=lambda sigma: np.log(sigma / 0.02) / np.log(100 / 0.02),
+        draws=rand64,
         fdm_time=linear_time(0.02, 100.0),
     ),
     # EDM (Karras et al. 2022) eq. 8 and Table 1: the input has unit variance, the label is ln(sigma) / 4,
@@ -89,6 +96,7 @@ ORACLES = {
             -EDM_SD / np.sqrt(sigma**2 + EDM_SD**2),
         ),
         uniform=lambda sigma: normal_cdf((np.log(sigma) + 1.2) / 1.2),
+        draws=lambda g, n: normal_cdf(torch.randn(n, generator=g, dtype=torch.float64).numpy()),
         fdm_time=linear_time(0.002, 80.0),
     ),
     # Flow matching / rectified flow (Lipman et al. 2022, Liu et al. 2022), beyond the paper: the network
@@ -101,6 +109,7 @@ ORACLES = {
         c_noise=lambda sigma: 999 * sigma / (1 + sigma),
         target=lambda sigma: (-1.0, 1.0),
         uniform=lambda sigma: (sigma / (1 + sigma) - 0.002 / 1.002) / (80 / 81 - 0.002 / 1.002),
+        draws=rand64,
         fdm_time=lambda sigma: sigma / (1 + sigma),
     ),
 }
@@ -186,6 +195,39 @@ def test_training_sigma_distribution(base):
     u = oracle(base).uniform(sigma.double().numpy())
     assert u.min() >= -1e-6 and u.max() <= 1 + 1e-6
     assert abs(u.mean() - 0.5) < 0.005 and abs(u.var() - 1 / 12) < 0.002
+
+
+@pytest.mark.parametrize("base", names.BASES)
+def test_training_sigmas_are_the_float64_uniform_stream(base):
+    """Each drawn sigma is the oracle's image of one float64 draw of the generator's stream, in order (the
+    draws a base and its FDM variant share with a seed, docs/training.md), not of a float32 stream."""
+    n = 4096
+    sigma = formulation(base).sample_sigma(n, torch.Generator().manual_seed(7))
+    u = oracle(base).draws(torch.Generator().manual_seed(7), n)
+    assert np.abs(oracle(base).uniform(sigma.double().numpy()) - u).max() < 1e-5
+
+
+@pytest.mark.parametrize("lo, hi", [(0.0, 80.0), (1.0, 1.0), (2.0, 1.0), (0.002, math.inf)])
+def test_rf_needs_a_finite_ordered_positive_range(lo, hi):
+    with pytest.raises(ValueError, match=rf"^rf needs 0 < sigma_min < sigma_max < inf, got {lo}, {hi}$"):
+        formulation("rf", sigma_min=lo, sigma_max=hi)
+
+
+def test_a_named_subclass_registers_itself_once():
+    @dataclasses.dataclass(frozen=True)
+    class Probe(REGISTRY["edm"]):
+        name = "probe"
+
+    try:
+        assert REGISTRY["probe"] is Probe
+        with pytest.raises(TypeError, match=r"^formulation 'probe' is defined twice: .*Probe, .*Again$"):
+
+            class Again(REGISTRY["edm"]):
+                name = "probe"
+
+        assert REGISTRY["probe"] is Probe
+    finally:
+        REGISTRY.pop("probe", None)
 
 
 def test_the_registry_is_the_list_of_names():

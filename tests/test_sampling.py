@@ -116,6 +116,8 @@ def test_dpmpp_3s_orders_match_the_reference_patterns():
     assert sampling.dpmpp_3s_orders(79) == [3] * 25 + [2, 1]
     for num_steps in range(2, 100):
         assert sum(sampling.dpmpp_3s_orders(num_steps)) + 1 == num_steps
+    with pytest.raises(ValueError, match=r"^dpmpp_3s needs at least 2 steps .*, got 1$"):
+        sampling.dpmpp_3s_orders(1)
 
 
 @pytest.mark.parametrize("sampler", sampling.SAMPLERS)
