@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
+import json
 
 import numpy as np
 import pytest
@@ -141,6 +143,30 @@ def test_sample_draws_depend_only_on_seed_and_index():
     assert torch.equal(u_a[1:2], u_b) and torch.equal(z_a[1:2], z_b)
     other = SampleStream(8, 10, edm, (1, 4, 4), True).draw([4])
     assert not torch.equal(other[2], noise_b)
+
+
+def documented_generator(seed: int, *parts) -> torch.Generator:
+    """docs/training.md's seeding, written from its text: the first 8 bytes of SHA-256 of the JSON list
+    [seed, *parts], big-endian, the top 63 bits."""
+    digest = hashlib.sha256(json.dumps([seed, *parts], separators=(",", ":")).encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "big") >> 1)
+
+
+def test_the_stream_is_the_documented_function_of_seed_and_k():
+    """Sample k's sigma, noise and augmentation draws come, in that order, from the generator of
+    [seed, "sample", k]; its image is position k mod N of the permutation drawn from [seed, "order", k // N]."""
+    edm, num_items, ks = formulation("edm"), 4, [0, 5, 9, 2]
+    indices, sigma, noise, (uniforms, normals) = SampleStream(3, num_items, edm, (1, 2, 2), True).draw(ks)
+    assert uniforms.dtype == normals.dtype == torch.float64
+    for row, k in enumerate(ks):
+        g = documented_generator(3, "sample", k)
+        assert torch.equal(sigma[row : row + 1], edm.sample_sigma(1, g))
+        assert torch.equal(noise[row], torch.randn((1, 2, 2), generator=g))
+        assert torch.equal(uniforms[row], torch.rand(NUM_UNIFORMS, generator=g, dtype=torch.float64))
+        assert torch.equal(normals[row], torch.randn(NUM_NORMALS, generator=g, dtype=torch.float64))
+        order = torch.randperm(num_items, generator=documented_generator(3, "order", k // num_items))
+        assert indices[row] == order[k % num_items]
+    assert SampleStream(3, num_items, edm, (1, 2, 2), augmenting=False).draw(ks)[3] is None
 
 
 def test_every_sample_has_its_own_draws_in_every_epoch():
