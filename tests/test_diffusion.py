@@ -399,6 +399,8 @@ def test_weight_cap_schedule():
     np.testing.assert_allclose(ratios, 100 ** (1 / 200), rtol=1e-12)
     assert f.weight_cap(199) < 500
     assert math.isinf(f.weight_cap(200)) and math.isinf(f.weight_cap(10**6))
+    with pytest.raises(ValueError, match="^optimizer step must be non-negative, got -1$"):
+        f.weight_cap(-1)
     # The cap is applied only while it is below 500, then lambda is uncapped (not held at 500).
     sigma = torch.tensor([0.01, 0.1, 1.0, 10.0], dtype=torch.float64)
     raw = f.loss_weight(sigma)

@@ -7,6 +7,8 @@ import csv
 import dataclasses
 import json
 import math
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -398,9 +400,10 @@ def study_value(dataset, variant, seed, kimg, sampler, nfe):
     return base + STUDY_OFFSETS[seed]
 
 
-def test_report_study_profile_three_seeds(in_project):
+def test_report_study_profile_three_seeds(in_project, figures_seen):
     tmp_path = in_project
     folder = run_report(tmp_path, ROOT / "config" / "study.yaml", study_value)
+    assert_golden("study", folder.parent, figures_seen)
     rows = {(r["measure"], r["sampler"], r["variant"]): r for r in csv_rows(folder / "speedup.csv")}
     # Robust rule: the target plus its SE over the offsets (-0.25, 0, 0.25), 0.25 / sqrt(3), crossed in
     # log-log; strict: the target itself on straight lines (2x, 35/11 and 25/8 by construction).
@@ -572,7 +575,7 @@ def test_welch_is_scipys_unequal_variance_interval():
     assert welch(None, stat["b"]) == (None, None, None)
 
 
-def test_ablation_axes_table_and_figure(in_project):
+def test_ablation_axes_table_and_figure(in_project, figures_seen):
     """config/ablation.yaml: per axis, the final metric of each variant against its setting's value (read
     from the profile), beside its baseline's, and their difference paired by seed; the multiplier axis
     below has a known mean per variant. Seed s adds (s - 1) to every model and, to FDM models only,
@@ -589,6 +592,7 @@ def test_ablation_axes_table_and_figure(in_project):
     write_runs(tmp_path / "runs", params, value)
     write_stats(tmp_path, params)
     written = {p.name for p in write_report(params, tmp_path / "runs", tmp_path / "reports")}
+    assert_golden("ablation", tmp_path / "reports", figures_seen)
     assert {
         f"ablation_{a}.{x}" for a in ("multiplier", "warmup", "cin") for x in ("csv", "md", "png")
     } <= written
@@ -877,7 +881,7 @@ def confirm_value(dataset, variant, seed, kimg, sampler, nfe):
     return 2.0 + 40.0 / kimg + 0.1 * seed + 0.01 * nfe + (0.5 if seed < 4 else -0.5)
 
 
-def test_confirm_profile_report_opens_with_the_pre_registered_statistic(in_project):
+def test_confirm_profile_report_opens_with_the_pre_registered_statistic(in_project, figures_seen):
     """config/confirm.yaml: the command prints the pre-registered statistic before anything else, claims.md
     opens with it, and every other comparison is labelled exploratory."""
     params_path = ROOT / "config" / "confirm.yaml"
@@ -887,6 +891,7 @@ def test_confirm_profile_report_opens_with_the_pre_registered_statistic(in_proje
     args = ["--params", str(params_path), "--runs", "runs", "--out", "reports"]
     result = CliRunner().invoke(report, args)
     assert result.exit_code == 0, result.output
+    assert_golden("confirm", in_project / "reports", figures_seen)
     first, *rest = result.output.splitlines()
     differences = [0.5] * 4 + [-0.5]
     half = scipy_stats.t.ppf(0.975, 4) * np.std(differences, ddof=1) / math.sqrt(5)
@@ -921,8 +926,9 @@ def test_confirm_profile_report_opens_with_the_pre_registered_statistic(in_proje
     ]  # fmt: skip
 
 
-def test_one_seed_report_has_no_interval_no_nan_and_says_why(in_project):
+def test_one_seed_report_has_no_interval_no_nan_and_says_why(in_project, figures_seen):
     folder = run_report(in_project, ROOT / "params.yaml", smoke_value)
+    assert_golden("smoke", folder.parent, figures_seen)
     for path in folder.iterdir():
         if path.suffix in (".csv", ".md"):
             assert "nan" not in path.read_text().lower(), path.name
@@ -960,3 +966,90 @@ def test_the_floor_is_a_line_in_every_figure():
             lines = [line for line in ax.get_lines() if line.get_label() == floor[1]]
             assert len(lines) == 1 and list(lines[0].get_ydata()) == [4.5, 4.5]
             assert ax.get_ylim()[0] <= 4.5  # the axis reaches down to it
+
+
+# ----------------------------------------------------------------------------- reviewed golden files
+
+GOLDEN = ROOT / "tests" / "fixtures" / "report_golden"
+
+
+def figure_anatomy(figure) -> dict:
+    """What a reader of a figure sees, as data: its size, and per axes the title, labels, scales, limits,
+    legend and every line (label, colour, style, marker, width, alpha and points) and shaded band."""
+    from matplotlib.colors import to_hex
+
+    def numbers(values):
+        return [float(f"{float(v):.6g}") for v in values]
+
+    axes = []
+    for ax in figure.axes:
+        legend = ax.get_legend()
+        axes.append({
+            "title": ax.get_title(), "xlabel": ax.get_xlabel(), "ylabel": ax.get_ylabel(),
+            "xscale": ax.get_xscale(), "yscale": ax.get_yscale(),
+            "xlim": numbers(ax.get_xlim()), "ylim": numbers(ax.get_ylim()), "grid": ax.xaxis._major_tick_kw.get("gridOn"),
+            "xticks": numbers(ax.get_xticks()), "xticklabels": [t.get_text() for t in ax.get_xticklabels()],
+            "legend": None if legend is None else {
+                "texts": [t.get_text() for t in legend.get_texts()], "title": legend.get_title().get_text(),
+                "fontsize": legend.get_texts()[0].get_fontsize() if legend.get_texts() else None,
+            },
+            "lines": [
+                {"label": line.get_label(), "color": to_hex(line.get_color()), "linestyle": line.get_linestyle(),
+                 "marker": line.get_marker(), "linewidth": line.get_linewidth(), "alpha": line.get_alpha(),
+                 "markersize": line.get_markersize(), "zorder": line.get_zorder(),
+                 "x": numbers(line.get_xdata()), "y": numbers(line.get_ydata())}
+                for line in ax.get_lines()
+            ],
+            "collections": [
+                {"type": type(c).__name__, "alpha": c.get_alpha(), "label": c.get_label(),
+                 "facecolors": [to_hex(f, keep_alpha=True) for f in c.get_facecolors()],
+                 "paths": [numbers(np.asarray(p.vertices).ravel()) for p in c.get_paths()]}
+                for c in ax.collections
+            ],
+            "texts": [t.get_text() for t in ax.texts],
+        })  # fmt: skip
+    return {"size": numbers(figure.get_size_inches()), "suptitle": figure._suptitle.get_text() if figure._suptitle else None,
+            "axes": axes}  # fmt: skip
+
+
+@pytest.fixture
+def figures_seen(monkeypatch) -> dict:
+    """What every figure the report writes shows (``figure_anatomy``), by its path under the report root."""
+    import fdm.report.write as write
+
+    seen, real_write_figure = {}, write.write_figure
+
+    def record_figure(path, figure):
+        seen[f"{path.parent.name}/{path.name}"] = figure_anatomy(figure)
+        real_write_figure(path, figure)
+
+    monkeypatch.setattr(write, "write_figure", record_figure)
+    return seen
+
+
+def assert_golden(case: str, reports: Path, figures: dict) -> None:
+    """Every Markdown and CSV file under ``reports``, and what every figure shows, equal the copies under
+    tests/fixtures/report_golden/<case>/, which were read line by line against docs/report.md when
+    written: a changed header, caption, column, number format, colour, scale or label fails here. After
+    a deliberate change of the report, rewrite them with ``FDM_REGEN_GOLDEN=1 pytest tests/test_report.py``
+    and read the diff before committing."""
+    got = {
+        path.relative_to(reports).as_posix(): path.read_text()
+        for path in sorted(reports.rglob("*"))
+        if path.suffix in (".md", ".csv")
+    }
+    got["figures.json"] = json.dumps(figures, indent=1, sort_keys=True) + "\n"
+    folder = GOLDEN / case
+    if os.environ.get("FDM_REGEN_GOLDEN") == "1":
+        shutil.rmtree(folder, ignore_errors=True)
+        for name, text in got.items():
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_text(text)
+    expected = {
+        path.relative_to(folder).as_posix(): path.read_text()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
+    assert sorted(got) == sorted(expected)
+    for name in expected:
+        assert got[name] == expected[name], f"{case}/{name} differs from its golden copy"

@@ -422,12 +422,24 @@ def test_training_with_tracking_logs_params_and_tick_metrics(
     shutil.copy(store_template, tmp_path / "mlflow.db")
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    run_dir = train(_train_config(small_data, tmp_path / "runs" / "small" / "edm" / "s0"))
+    from fdm.digest import file_sha256
+    from fdm.training.run_folder import snapshot_path
+    from fdm.training.loop import learning_rate
+
+    cfg = _train_config(small_data, tmp_path / "runs" / "small" / "edm" / "s0")
+    run_dir = train(cfg)
     run_id = json.loads((run_dir / RUN_FILE).read_text())["run_id"]
     run = open_client().get_run(run_id)
     assert run.info.status == "FINISHED" and run.data.tags[KEY] == "small/edm/s0"
+    assert run.info.run_name == "edm-s0" and run.data.tags["stage"] == "train"
+    assert run.data.tags["dataset"] == Path(small_data).stem and run.data.tags["formulation"] == "edm"
     assert run.data.params["batch"] == "4" and run.data.params["formulation"] == "edm"
+    shot = snapshot_path(run_dir, 0.008)
+    assert run.data.params[f"snapshots.{shot.stem}.sha256"] == file_sha256(shot)
     assert [m.step for m in open_client().get_metric_history(run_id, "loss")] == [4, 8]
+    # Each tick's lr is the one its last optimizer step used (images seen before that step).
+    lr = [m.value for m in open_client().get_metric_history(run_id, "lr")]
+    assert lr == pytest.approx([learning_rate(cfg, 0), learning_rate(cfg, 4)]) and lr[0] < lr[1]
 
 
 def test_a_broken_tracking_store_only_warns_and_training_completes(small_data, tmp_path, monkeypatch, capsys):

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import re
 
 import numpy as np
 import pytest
@@ -277,3 +278,123 @@ def test_snapshot_names_order():
     names = [snapshot_name(k) for k in kimgs]
     assert names == sorted(names)
     assert np.unique(names).size == len(names)
+
+
+def _config(**changes) -> TrainConfig:
+    return TrainConfig(dataset="d.zip", outdir="o", **{"duration_kimg": 10, "snapshot_kimg": [10], **changes})
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"batch": 8, "batch_per_device": 1},
+        {"batch": 8, "batch_per_device": 8},
+        {"lr_rampup_kimg": 0, "ema_halflife_kimg": 0},
+        {"duration_kimg": 0.5, "snapshot_kimg": [0.5]},
+        {"augment_p": 0.0},
+        {"augment_p": 1.0},
+        {"dropout": 0.0, "label_dropout": 0.0},
+        {"gpus": 0},
+    ],
+)
+def test_config_accepts_each_end_of_every_range(changes):
+    cfg = _config(**changes)
+    assert all(
+        getattr(cfg, key) == pytest.approx(value) for key, value in changes.items() if key != "snapshot_kimg"
+    )
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"batch": 0}, "batch must be positive, got 0"),
+        ({"batch": 8, "batch_per_device": 0}, "batch_per_device must be in [1, batch], got 0"),
+        ({"lr": 0.0}, "lr must be positive, got 0.0"),
+        ({"lr_rampup_kimg": -1}, "lr_rampup_kimg must be >= 0"),
+        ({"ema_halflife_kimg": -1}, "ema_halflife_kimg must be >= 0"),
+        ({"ema_rampup_ratio": 0}, "ema_rampup_ratio must be > 0 or None"),
+        ({"duration_kimg": 0, "snapshot_kimg": []}, "duration_kimg must be positive, got 0"),
+        ({"snapshot_kimg": [0]}, "snapshot_kimg must lie in (0, duration]"),
+        ({"snapshot_kimg": [10.5]}, "snapshot_kimg must lie in (0, duration]"),
+        ({"tick_kimg": 0}, "tick_kimg and state_every_kimg must be positive"),
+        ({"state_every_kimg": 0}, "tick_kimg and state_every_kimg must be positive"),
+        ({"augment_p": 1.5}, "augment_p must be in [0, 1], got 1.5"),
+        ({"augment_p": -0.1}, "augment_p must be in [0, 1], got -0.1"),
+        ({"dropout": 1.0}, "dropout and label_dropout must be in [0, 1)"),
+        ({"label_dropout": 1.0}, "dropout and label_dropout must be in [0, 1)"),
+        ({"loss_scaling": 0.0}, "loss_scaling must be positive"),
+        ({"threads": 0}, "threads must be positive, got 0"),
+        ({"gpus": -1}, "gpus must be >= 0, got -1"),
+        ({"seed": True}, "seed must be an integer"),
+    ],
+)
+def test_config_refuses_just_past_every_end_with_its_own_message(changes, message):
+    with pytest.raises(FdmError, match=f"^training config: {re.escape(message)}$"):
+        _config(**changes)
+
+
+def test_config_from_dict_names_what_is_missing_and_model_settings_keep_the_model():
+    with pytest.raises(FdmError, match="^training config lacks dataset, outdir$"):
+        TrainConfig.from_dict({})
+    with pytest.raises(FdmError, match="^training config lacks outdir$"):
+        TrainConfig.from_dict({"dataset": "d.zip"})
+    with pytest.raises(FdmError, match="^training config: "):
+        TrainConfig.from_dict({"dataset": "d.zip", "outdir": "o", "channel_mult": 3})
+    settings = _config(lr=2e-4).model_settings()
+    assert settings["lr"] == 2e-4 and settings["formulation"] == "edm" and settings["snapshot_kimg"] == [10.0]
+    assert "dataset" not in settings and "outdir" not in settings and "gpus" not in settings
+
+
+def test_every_setting_is_an_option_of_fdm_train_with_its_help_and_type(tmp_path):
+    import click
+
+    from fdm.training.cli import train_command
+
+    options = {name: param for param in train_command.params for name in param.opts + param.secondary_opts}
+    for field in dataclasses.fields(TrainConfig):
+        option = field.metadata["option"]
+        if option == "":
+            continue
+        flags = option.split("/") if option else [f"--{field.name.replace('_', '-')}"]
+        if field.type == "bool" and len(flags) == 1:
+            flags.append(f"--no-{flags[0][2:]}")
+        for flag in flags:
+            assert options[flag].name == field.name and options[flag].help == field.metadata["help"], flag
+
+    def parse(*args):
+        return train_command.make_context("train", list(args), resilient_parsing=False).params
+
+    folder, file = tmp_path / "run", tmp_path / "d.zip"
+    folder.mkdir()
+    file.write_bytes(b"")
+    params = parse(
+        "--data",
+        str(file),
+        "--outdir",
+        str(folder),
+        "--snapshot-kimg",
+        "10,20,",
+        "--channel-mult",
+        "1,2",
+        "--batch",
+        "8",
+        "--lr",
+        "2e-4",
+        "--no-tf32",
+        "--nondeterministic",
+        "--formulation",
+        "rf",
+    )
+    assert params["snapshot_kimg"] == [10.0, 20.0] and params["channel_mult"] == [1, 2]
+    assert isinstance(params["channel_mult"][0], int) and params["batch"] == 8 and params["lr"] == 2e-4
+    assert params["tf32"] is False and params["deterministic"] is False and params["formulation"] == "rf"
+    assert params["dataset"] == str(file) and params["outdir"] == str(folder) and params["cond"] is None
+    for args, message in [
+        (["--snapshot-kimg", "10,x"], "expected comma-separated numbers, got '10,x'"),
+        (["--data", str(folder)], "is a directory"),
+        (["--outdir", str(file)], "is a file"),
+        (["--batch", "8.5"], "is not a valid integer"),
+        (["--formulation", "nope"], "is not one of"),
+    ]:
+        with pytest.raises(click.BadParameter, match=re.escape(message)):
+            parse(*args)
