@@ -423,8 +423,8 @@ def test_training_with_tracking_logs_params_and_tick_metrics(
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     from fdm.digest import file_sha256
-    from fdm.training.run_folder import snapshot_path
     from fdm.training.loop import learning_rate
+    from fdm.training.run_folder import snapshot_path
 
     cfg = _train_config(small_data, tmp_path / "runs" / "small" / "edm" / "s0")
     run_dir = train(cfg)
