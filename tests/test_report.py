@@ -1053,3 +1053,50 @@ def assert_golden(case: str, reports: Path, figures: dict) -> None:
     assert sorted(got) == sorted(expected)
     for name in expected:
         assert got[name] == expected[name], f"{case}/{name} differs from its golden copy"
+
+
+def test_compare_pairs_any_two_variants_of_a_report_by_seed(tmp_path):
+    """`fdm compare`: per seed i the difference value(a, i) - value(b, i), here 1, 2, 3 at every point
+    but the first snapshot (-1, -2, -3): mean 2, t interval 2 ± t(0.975, 2) / sqrt(3), worse in 3 of 3."""
+    from fdm.cli import main
+
+    folder = tmp_path / "reports" / "digits"
+    folder.mkdir(parents=True)
+    points = [(10, "heun", 19), (20, "heun", 19), (20, "heun", 7), (20, "dpmpp_3s", 5)]
+    rows = [
+        {"variant": v, "train_seed": s, "kimg": k, "sampler": sm, "nfe": n, "metric": "fid",
+         "value": 10.0 + s + (0 if v == "b" else (s + 1) * (-1 if k == 10 else 1))}
+        for v in ("a", "b", "c") for s in range(3) for k, sm, n in points
+    ]  # fmt: skip
+    from fdm.report.records import PER_SEED_COLUMNS
+    from fdm.report.tables import to_csv
+
+    (folder / "per_seed.csv").write_text(to_csv(rows, PER_SEED_COLUMNS))
+    out = tmp_path / "a_vs_b.md"
+    result = CliRunner().invoke(main, ["compare", str(folder / "per_seed.csv"), "a", "b", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    half = scipy_stats.t.ppf(0.975, 2) / math.sqrt(3)
+    text = out.read_text()
+    assert text == result.output and text.startswith("# digits: a against b, paired by training seed (fid)")
+    assert f"| 0.01 | -2.00 [{-2 - half:.3g}, {-2 + half:.3g}], worse in 0 of 3 |" in text
+    assert f"| 0.02 | +2.00 [{2 - half:.3g}, {2 + half:.2f}], worse in 3 of 3 |" in text
+    assert "## Final snapshot (0.02 Mimg), heun" in text and "| 7 | +2.00 [" in text
+    assert "## Final snapshot (0.02 Mimg), dpmpp_3s" in text and "| 5 | +2.00 [" in text
+    table = csv_rows(out.with_suffix(".csv"))
+    assert [(r["kimg"], r["sampler"], r["nfe"], r["worse"]) for r in table] == [
+        ("10", "heun", "19", "0"), ("20", "heun", "19", "3"), ("20", "dpmpp_3s", "5", "3"), ("20", "heun", "7", "3")
+    ]  # fmt: skip
+    for args, message in [
+        (
+            [str(folder / "per_seed.csv"), "a", "z"],
+            "fdm: error: no variant 'z' in the report; it has a, b, c",
+        ),
+        (
+            [str(folder / "none.csv"), "a", "b"],
+            f"fdm: error: {folder / 'none.csv'}: No such file or directory",
+        ),
+        ([str(out.with_suffix(".csv")), "a", "b"], "not a per_seed.csv"),
+    ]:
+        result = CliRunner().invoke(main, ["compare", *args])
+        assert result.exit_code != 0 and len(result.output.strip().splitlines()) == 1, result.output
+        assert message in result.output

@@ -51,6 +51,10 @@ COMMANDS: dict[str, Command] = {
         "fdm.report.cli:report",
         "Tables and plots (curves, paired comparisons, the claims, speedups) from every evaluation under RUNS.",
     ),
+    "compare": Command(
+        "fdm.report.compare:compare_command",
+        "Two variants of a report paired by training seed (VARIANT less OTHER), from its PER_SEED csv.",
+    ),
     "import-checkpoint": Command(
         "fdm.checkpoints.cli:import_checkpoint_command",
         "Convert an EDM or FDM training pickle (its EMA network) into a snapshot, running none of its code.",

@@ -162,14 +162,19 @@ def paired_note(rows: Sequence[Mapping]) -> str:
 
 
 def paired_markdown(
-    rows: Sequence[Mapping], dataset: str, metric: str, variants: Sequence[str], notes: Sequence[str] = ()
+    rows: Sequence[Mapping],
+    dataset: str,
+    metric: str,
+    variants: Sequence[str],
+    notes: Sequence[str] = (),
+    what: str = "each variant against its baseline",
 ) -> str:
     """One table over training (rows: Mimg) and one per sampler at the final snapshot (rows: NFE),
-    one column per variant: its difference from its baseline."""
+    one column per variant: its difference from its baseline; ``what`` is compared, in the title."""
     shown = [v for v in variants if any(r["variant"] == v for r in rows)]
     header = [f"{v} − {next(r['baseline'] for r in rows if r['variant'] == v)}" for v in shown]
     lines = [
-        f"# {dataset}: each variant against its baseline, paired by training seed ({metric})",
+        f"# {dataset}: {what}, paired by training seed ({metric})",
         "",
         " ".join([paired_note(rows), *notes]),
     ]
