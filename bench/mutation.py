@@ -18,8 +18,10 @@ files the tests read), so the checkout itself is never mutated; mutmut writes it
 under ``<workdir>/mutants/``. Subprocesses the tests start import the mutated copy too (PYTHONPATH).
 
 Usage: python bench/mutation.py [--only src/fdm/metrics/scores.py ...] [--max-children N]
-[--workdir DIR] [--resume] [--report-only] [--survivors FILE] [--diffs FILE]. Prints the score per
-package as a Markdown table, and the wall time of the run.
+[--workdir DIR] [--resume] [--rerun-survivors] [--report-only] [--survivors FILE] [--diffs FILE].
+Prints the score per package as a Markdown table, and the wall time of the run. After new tests,
+``--rerun-survivors`` runs only the earlier run's survivors again (mutmut collects the coverage of the
+new tests first), so a review round costs minutes, not the hour of a full run.
 """
 
 from __future__ import annotations
@@ -287,6 +289,11 @@ def main() -> None:
         help="mutmut's process_isolation: fork (3x faster here) or forkserver (if a run ever hangs in torch)",
     )
     parser.add_argument("--resume", action="store_true", help="keep the workdir's mutants and results")
+    parser.add_argument(
+        "--rerun-survivors",
+        action="store_true",
+        help="run an earlier run's survivors and 'no tests' mutants again against the current tests",
+    )
     parser.add_argument("--report-only", action="store_true", help="print the table of an earlier run")
     parser.add_argument("--survivors", type=Path, help="also write the surviving mutants' names here")
     parser.add_argument("--diffs", type=Path, help="also write each surviving mutant's diff here (Markdown)")
@@ -296,9 +303,15 @@ def main() -> None:
     elapsed = None
     if not args.report_only:
         files, tests = selection(args.only)
-        prepare(workdir, files, tests, args.isolation, args.resume)
+        if args.rerun_survivors:
+            earlier = results(workdir)  # before prepare: it needs the earlier run's results
+            mutants = [n for by in earlier.values() for s in ("survived", "no tests") for n in by.get(s, [])]
+            if not mutants:
+                sys.exit(f"mutation: no survivors under {workdir / 'mutants'} to run again")
+        prepare(workdir, files, tests, args.isolation, args.resume or args.rerun_survivors)
         start = time.perf_counter()
-        mutants = [] if args.full else sample_mutants(files, args.fraction)
+        if not args.rerun_survivors:
+            mutants = [] if args.full else sample_mutants(files, args.fraction)
         code = run_mutmut(workdir, args.max_children, mutants)
         elapsed = time.perf_counter() - start
         if code != 0:

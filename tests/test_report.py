@@ -974,8 +974,9 @@ GOLDEN = ROOT / "tests" / "fixtures" / "report_golden"
 
 
 def figure_anatomy(figure) -> dict:
-    """What a reader of a figure sees, as data: its size, and per axes the title, labels, scales, limits,
-    legend and every line (label, colour, style, marker, width, alpha and points) and shaded band."""
+    """What a reader of a figure sees, as data: its size and layout, and per axes the title, labels,
+    scales, limits, tick labels, legend and every line (label, colour, style, marker, width, alpha and
+    points) and shaded band. Read after the figure is drawn, when the tick labels exist."""
     from matplotlib.colors import to_hex
 
     def numbers(values):
@@ -989,6 +990,8 @@ def figure_anatomy(figure) -> dict:
             "xscale": ax.get_xscale(), "yscale": ax.get_yscale(),
             "xlim": numbers(ax.get_xlim()), "ylim": numbers(ax.get_ylim()), "grid": ax.xaxis._major_tick_kw.get("gridOn"),
             "xticks": numbers(ax.get_xticks()), "xticklabels": [t.get_text() for t in ax.get_xticklabels()],
+            "yticklabels": [(t.get_text(), t.get_fontsize()) for t in ax.get_yticklabels(minor=True)]
+            + [(t.get_text(), t.get_fontsize()) for t in ax.get_yticklabels()],
             "legend": None if legend is None else {
                 "texts": [t.get_text() for t in legend.get_texts()], "title": legend.get_title().get_text(),
                 "fontsize": legend.get_texts()[0].get_fontsize() if legend.get_texts() else None,
@@ -1008,7 +1011,7 @@ def figure_anatomy(figure) -> dict:
             ],
             "texts": [t.get_text() for t in ax.texts],
         })  # fmt: skip
-    return {"size": numbers(figure.get_size_inches()), "suptitle": figure._suptitle.get_text() if figure._suptitle else None,
+    return {"size": numbers(figure.get_size_inches()), "layout": type(figure.get_layout_engine()).__name__, "suptitle": figure._suptitle.get_text() if figure._suptitle else None,
             "axes": axes}  # fmt: skip
 
 
@@ -1020,8 +1023,8 @@ def figures_seen(monkeypatch) -> dict:
     seen, real_write_figure = {}, write.write_figure
 
     def record_figure(path, figure):
+        real_write_figure(path, figure)  # drawn: tick labels and the layout are settled
         seen[f"{path.parent.name}/{path.name}"] = figure_anatomy(figure)
-        real_write_figure(path, figure)
 
     monkeypatch.setattr(write, "write_figure", record_figure)
     return seen
@@ -1038,7 +1041,10 @@ def assert_golden(case: str, reports: Path, figures: dict) -> None:
         for path in sorted(reports.rglob("*"))
         if path.suffix in (".md", ".csv")
     }
-    got["figures.json"] = json.dumps(figures, indent=1, sort_keys=True) + "\n"
+    import matplotlib
+
+    release = ".".join(matplotlib.__version__.split(".")[:2])
+    got["figures.json"] = json.dumps({"matplotlib": release, **figures}, indent=1, sort_keys=True) + "\n"
     folder = GOLDEN / case
     if os.environ.get("FDM_REGEN_GOLDEN") == "1":
         shutil.rmtree(folder, ignore_errors=True)
@@ -1051,8 +1057,28 @@ def assert_golden(case: str, reports: Path, figures: dict) -> None:
         if path.is_file()
     }
     assert sorted(got) == sorted(expected)
+    golden_release = json.loads(expected["figures.json"])["matplotlib"]
+    if golden_release != release:  # limits and ticks are matplotlib's choices: compare what our code sets
+        got["figures.json"], expected["figures.json"] = (
+            json.dumps(_set_by_us(json.loads(text)))
+            for text in (got["figures.json"], expected["figures.json"])
+        )
     for name in expected:
         assert got[name] == expected[name], f"{case}/{name} differs from its golden copy"
+
+
+def _set_by_us(figures: dict) -> dict:
+    """A figure anatomy without what matplotlib picks itself (autoscaled limits, tick positions and
+    labels), for goldens written under another matplotlib release."""
+    volatile = {"xlim", "ylim", "xticks", "xticklabels", "yticklabels"}
+    return {
+        name: {
+            **figure,
+            "axes": [{k: v for k, v in ax.items() if k not in volatile} for ax in figure["axes"]],
+        }
+        for name, figure in figures.items()
+        if name != "matplotlib"
+    }
 
 
 def test_compare_pairs_any_two_variants_of_a_report_by_seed(tmp_path):
