@@ -248,7 +248,9 @@ def test_a_rerun_restores_the_snapshots_a_workflow_deleted_and_resumes(
     assert snapshot_path(run_dir, 0.08).read_bytes() == first  # put back, not made again
 
 
-def test_record_lists_every_snapshot_digest_once_training_is_complete(reference_run, tiny_data, tmp_path):
+def test_record_lists_every_snapshot_digest_once_training_is_complete(
+    reference_run, tiny_data, tmp_path, capsys
+):
     record = tmp_path / "trained.json"
     run_dir = train(tiny_config(tiny_data, tmp_path / "recorded"), record=record)
     digests = json.loads(record.read_text())["snapshots"]
@@ -256,6 +258,12 @@ def test_record_lists_every_snapshot_digest_once_training_is_complete(reference_
     for name, digest in digests.items():
         assert digest == hashlib.sha256((run_dir / "snapshots" / name).read_bytes()).hexdigest()
     assert not list(tmp_path.glob(".trained.json.*"))
+    # A rerun of a complete run says so, trains nothing and leaves the state as it was.
+    state = (run_dir / "state.pt").read_bytes()
+    capsys.readouterr()
+    train(tiny_config(tiny_data, run_dir))
+    assert capsys.readouterr().err.splitlines()[-1] == f"{run_dir}: training already complete (0.16 kimg)"
+    assert (run_dir / "state.pt").read_bytes() == state
 
 
 def test_the_record_names_the_settings_and_the_code_that_trained_the_run(tiny_data, tmp_path):

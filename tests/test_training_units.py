@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 import json
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -247,6 +248,33 @@ def test_state_that_is_not_ours_is_refused(tmp_path):
     for path in (garbage, partial):
         with pytest.raises(FdmError, match="is not a plain training state"):
             load_state(path)
+
+
+def test_a_state_missing_a_key_is_not_written(tmp_path):
+    state = _state()
+    del state["ema"], state["log_bytes"]
+    with pytest.raises(ValueError, match="^training state lacks ema, log_bytes$"):
+        save_state(tmp_path / "state.pt", state)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_milestone_is_passed_once_its_images_are_seen_and_a_stale_run_without_folders_is_discarded(
+    tmp_path,
+):
+    from fdm.training.run_folder import discard_stale_run, passed_milestones_missing, snapshot_path
+
+    cfg = TrainConfig(dataset="d.zip", outdir=str(tmp_path / "run"), duration_kimg=1, snapshot_kimg=[0.5])
+    assert passed_milestones_missing(cfg, 499) == []
+    assert passed_milestones_missing(cfg, 500) == [0.5]  # at the milestone's own image count
+    snapshot_path(cfg.outdir, 0.5).parent.mkdir(parents=True)
+    snapshot_path(cfg.outdir, 0.5).write_bytes(b"")
+    assert passed_milestones_missing(cfg, 1000) == [1.0]
+    # A state written with another lr, in a folder with neither snapshots/ nor kept/: started over.
+    for folder in ("snapshots", "kept"):
+        shutil.rmtree(tmp_path / "run" / folder, ignore_errors=True)
+    save_state(tmp_path / "run" / "state.pt", _state(config=dataclasses.replace(cfg, lr=2e-4).to_dict()))
+    assert discard_stale_run(cfg) == ["lr"]
+    assert list((tmp_path / "run").iterdir()) == []
 
 
 # ----------------------------------------------------------------------------- config
