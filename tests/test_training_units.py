@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import math
 import re
 import shutil
 
@@ -117,6 +118,35 @@ def test_augment_translation_moves_content_and_labels_it():
     torch.testing.assert_close(out[..., 1:], images[..., :-1], atol=1e-5, rtol=0)
     assert labels[0, 7].item() == pytest.approx(0.125)
     assert labels[0, 8].item() == 0
+
+
+def test_augment_labels_follow_the_documented_draw_layout():
+    """The label of each sample from its own uniforms u and normals z, as the module docstring assigns
+    them (u[0] gates the x-flip, u[1] its bit, ..., z[2], z[3] the translation), at p = 1/2."""
+    g = torch.Generator().manual_seed(5)
+    n, p = 64, 0.5
+    u = torch.rand(n, NUM_UNIFORMS, generator=g, dtype=torch.float64)
+    z = torch.randn(n, NUM_NORMALS, generator=g, dtype=torch.float64)
+    _, labels = augment(torch.zeros(n, 1, 8, 8, dtype=torch.float64), p, u, z)
+    on = (u < p).double()
+    theta = on[:, 5] * (2 * u[:, 6] - 1) * math.pi
+    aniso, phi = on[:, 7] * 0.2 * z[:, 1], (u[:, 8] < 0.5).double() * (2 * u[:, 9] - 1) * math.pi
+    expected = torch.stack(
+        [
+            (u[:, 1] < 0.5).double(),  # x-flip: gated by u[0] < min(1, 1e8 p) = 1
+            on[:, 2] * (u[:, 3] < 0.5).double(),
+            on[:, 4] * 0.2 * z[:, 0],
+            theta.cos() - 1,
+            theta.sin(),
+            aniso * phi.cos(),
+            aniso * phi.sin(),
+            on[:, 10] * 0.125 * z[:, 2],
+            on[:, 10] * 0.125 * z[:, 3],
+        ],
+        dim=1,
+    )
+    torch.testing.assert_close(labels, expected, rtol=0, atol=1e-12)
+    assert 0 < int(on[:, 7].sum()) < n and 0 < int(on[:, 10].sum()) < n  # both branches seen
 
 
 def test_augment_probability_and_label_statistics():

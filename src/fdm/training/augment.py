@@ -16,7 +16,11 @@ anisotropic scale     p                      s = 2^(0.2 z) along an axis at angl
 translation           p                      (tx, ty) = 0.125 z (fractions of the size)       tx, ty
 ====================  =====================  ===============================================  ===========================
 
-(z ~ N(0, 1).) The x-flip multiplier 1e8 means: for any p > 0 half of the images are mirrored. A
+(z ~ N(0, 1).) Which draw drives what (``draw_augment_params``: uniforms u[0..10], normals z[0..3]):
+u[0] gates the x-flip and u[1] < 1/2 is its bit; u[2] and u[3] the same for the y-flip; u[4] gates the
+isotropic scale and z[0] sizes it; u[5] gates the rotation and theta = (2 u[6] - 1) pi; u[7] gates the
+anisotropic scale, z[1] sizes it, u[8] < 1/2 turns its axis and phi = (2 u[9] - 1) pi; u[10] gates the
+translation and z[2], z[3] size it. The x-flip multiplier 1e8 means: for any p > 0 half of the images are mirrored. A
 transform that is not applied contributes zeros, so p = 0 gives the unchanged image and a zero label.
 
 Geometry is expressed in normalised coordinates (x to the right, y downwards, [-1, 1] across the
