@@ -965,3 +965,56 @@ def test_prepare_cifar10_refuses_an_ftp_redirect(tmp_path, server):
 
 if __name__ == "__main__":
     _harness(*sys.argv[1:])
+
+
+# The same cases in this process, for the refusals the unpickler and the converter make themselves: the
+# harness above runs them as a user would (a child process, resource limits), which coverage tools that
+# trace one process (mutation testing, bench/mutation.py) cannot see. The ones that need the limits
+# (bombs, deep nesting, huge counts), options or a server stay with the harness only.
+IN_PROCESS_EXCLUDED = {
+    "hash-bomb-key", "memo-index-4-billion", "numpy-scalar-of-256-mib", "deflate-bomb-storage",
+    "million-operations", "larger-than-max-size", "num-blocks-10-pow-7", "64-blocks-1024-channels",
+    "million-labels", "model-channels-2-pow-800000", "lists-100000-deep", "tuples-100000-deep",
+    "one-byte-flipped",
+}  # fmt: skip
+IN_PROCESS = sorted(
+    name
+    for name, (make, options, _) in CASES.items()
+    if make is not None and not options and name not in IN_PROCESS_EXCLUDED
+)
+
+
+@pytest.mark.parametrize("name", IN_PROCESS)
+def test_the_unpickler_and_converter_refuse_each_case_in_process(name):
+    from fdm.checkpoints.convert import convert_tree
+    from fdm.checkpoints.unpickle import load_training_pickle
+
+    make, _, words = CASES[name]
+    data = make()
+    with pytest.raises(FdmError) as refused:
+        tree = load_training_pickle(data, "network-snapshot.pkl")
+        convert_tree(tree, "network-snapshot.pkl", hashlib.sha256(data).hexdigest())
+    message = str(refused.value)
+    assert "\n" not in message
+    for word in words:
+        assert word in message, message
+
+
+def test_a_valid_pickle_converts_in_process_to_its_networks_tensors():
+    """The control case of the harness in this process: every tensor of the pickled network comes back
+    with its name, shape, dtype and values, each a plain tensor (no grad, no hooks)."""
+    import torch
+
+    from fdm.checkpoints.convert import convert_tree
+    from fdm.checkpoints.unpickle import load_training_pickle
+
+    data = training()
+    state, config = convert_tree(
+        load_training_pickle(data, "valid.pkl"), "valid.pkl", hashlib.sha256(data).hexdigest()
+    )
+    expected = network(0).state_dict()
+    assert sorted(state) == sorted(expected)
+    for key, tensor in state.items():
+        assert type(tensor) is torch.Tensor and not tensor.requires_grad and tensor.grad_fn is None
+        assert tensor.dtype == expected[key].dtype and torch.equal(tensor, expected[key]), key
+    assert config["network"]["model_channels"] == 8

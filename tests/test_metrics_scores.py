@@ -209,3 +209,36 @@ def test_the_digits_network_is_identified_by_its_weights_not_its_file_bytes(tmp_
         next(net.parameters()).add_(1e-3)
     save_featnet(tmp_path / "c.pt", net, {})
     assert build_extractor("digitsnet", featnet=tmp_path / "c.pt").weights_sha256 != a.weights_sha256
+
+
+def test_dataset_stats_are_the_moments_of_every_images_features_in_order(tmp_path):
+    """`dataset_stats` over a prepared archive of 10 images, 3 at a time: the features are the
+    extractor's of each image in archive order (none dropped, none flipped), mu and sigma their float64
+    mean and unbiased covariance, and the file records the dataset, its digest and the image shape."""
+    import hashlib
+
+    from fdm.data.archive import Item, write_archive
+    from fdm.metrics.stats import dataset_stats
+
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, size=(10, 4, 4, 1), dtype=np.uint8)
+    data = tmp_path / "set.zip"
+    write_archive(data, (Item(str(i), image) for i, image in enumerate(images)))
+
+    def corner_and_mean(batch):  # a feature map whose values we can compute by hand
+        return np.stack([batch[:, 0, 0, 0], batch.reshape(len(batch), -1).mean(axis=1), batch[:, 3, 1, 0]], 1)
+
+    extractor = FeatureExtractor("hand", "native", "c" * 64, corner_and_mean)
+    stats = dataset_stats(data, tmp_path / "set.stats.npz", extractor, batch_size=3)
+    expected = corner_and_mean(images).astype(np.float32)
+    np.testing.assert_array_equal(stats.features, expected)
+    np.testing.assert_allclose(stats.mu, expected.astype(np.float64).mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(stats.sigma, np.cov(expected.astype(np.float64).T, ddof=1), rtol=1e-12)
+    assert (stats.extractor, stats.mode, stats.extractor_sha256) == ("hand", "native", "c" * 64)
+    assert (
+        stats.dataset == "set.zip" and stats.dataset_sha256 == hashlib.sha256(data.read_bytes()).hexdigest()
+    )
+    assert stats.image_shape == (4, 4, 1) and stats.count == 10
+    loaded = load_stats(tmp_path / "set.stats.npz")
+    np.testing.assert_array_equal(loaded.features, stats.features)
+    assert (loaded.dataset, loaded.image_shape) == ("set.zip", (4, 4, 1))
