@@ -1,5 +1,6 @@
 """FID/KID on synthetic features (closed forms, invariants) and the reference-statistics file."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -186,6 +187,50 @@ def test_check_matches_refuses_another_extractor_mode_network_or_image_shape():
         check_matches(stats, extractor(sha="c" * 64))
     with pytest.raises(FdmError, match="32x32x3"):
         check_matches(stats, extractor(), (32, 32, 3))
+    # The whole lines, where the messages name the file and the images.
+    stats = dataclasses.replace(stats, extractor_sha256="a" * 12 + "b" * 52, dataset="set.zip")
+    with pytest.raises(FdmError) as refused:
+        check_matches(stats, extractor(sha="a" * 12 + "c" * 52), source="the stats file")
+    assert str(refused.value) == (
+        "the stats file were computed with a different inception network file "
+        f"(sha256 {'a' * 12}, now {'a' * 12}); recompute them"
+    )
+    with pytest.raises(FdmError) as refused:
+        check_matches(stats, extractor(sha="a" * 12 + "b" * 52), (32, 32, 3))
+    assert str(refused.value) == (
+        "images are 32x32x3 (HxWxC) but reference statistics were made from 16x16x1 images of set.zip"
+    )
+
+
+@pytest.mark.parametrize("shape", [(2, 4), (3, 1)])
+def test_moments_need_two_vectors_of_any_dimension(shape):
+    mu, sigma = feature_moments(np.arange(np.prod(shape), dtype=np.float64).reshape(shape))
+    assert mu.shape == (shape[1],)
+
+
+@pytest.mark.parametrize("shape", [(1, 4), (4,), (2, 2, 2)])
+def test_moments_refuse_fewer_than_two_vectors_or_another_rank(shape):
+    with pytest.raises(FdmError) as refused:
+        feature_moments(np.zeros(shape))
+    assert str(refused.value) == f"need at least 2 feature vectors [N, D] for a covariance, got {list(shape)}"
+
+
+@pytest.mark.parametrize(
+    "arrays",
+    [
+        {"sigma": np.eye(2)},  # sigma of another dimension than mu
+        {"features": np.zeros(6, np.float32)},  # features not [N, D]
+        {"features": np.zeros((6, 2), np.float32)},  # features of another dimension
+    ],
+)
+def test_load_stats_refuses_each_inconsistent_shape_alone(tmp_path, arrays):
+    good = stats_of(gaussian_features(n=6, dim=3))
+    path = tmp_path / "ref.npz"
+    save_stats(path, dataclasses.replace(good, **arrays))
+    with pytest.raises(FdmError) as refused:
+        load_stats(path)
+    message = str(refused.value)
+    assert message.startswith(f"{path} holds inconsistent shapes: mu (3,), sigma ")
 
 
 def test_the_digits_network_is_identified_by_its_weights_not_its_file_bytes(tmp_path):
@@ -239,6 +284,9 @@ def test_dataset_stats_are_the_moments_of_every_images_features_in_order(tmp_pat
         stats.dataset == "set.zip" and stats.dataset_sha256 == hashlib.sha256(data.read_bytes()).hexdigest()
     )
     assert stats.image_shape == (4, 4, 1) and stats.count == 10
+    with np.load(tmp_path / "set.stats.npz") as saved:
+        assert saved["count"] == 10 and saved["count"].dtype == np.int64
+        assert saved["image_shape"].dtype == np.int64
     loaded = load_stats(tmp_path / "set.stats.npz")
     np.testing.assert_array_equal(loaded.features, stats.features)
     assert (loaded.dataset, loaded.image_shape) == ("set.zip", (4, 4, 1))
