@@ -194,6 +194,9 @@ def run_mutmut(workdir: Path, max_children: int, mutants: list[str]) -> int:
     # fork-safe), so the tests' own thread count (tests/conftest.py) is 1 too.
     env.setdefault("OMP_NUM_THREADS", "1")
     env["FDM_TEST_THREADS"] = "1"
+    env["FDM_TEST_FORKED"] = (
+        "1"  # and tqdm's lock is not shared across the forked workers (tests/conftest.py)
+    )
     command = [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children), *mutants]
     return subprocess.run(command, cwd=workdir, env=env).returncode
 
@@ -305,7 +308,8 @@ def main() -> None:
         files, tests = selection(args.only)
         if args.rerun_survivors:
             earlier = results(workdir)  # before prepare: it needs the earlier run's results
-            mutants = [n for by in earlier.values() for s in ("survived", "no tests") for n in by.get(s, [])]
+            again = ("survived", "no tests", "timeout")  # a timeout too: a hang is not a kill
+            mutants = [n for by in earlier.values() for s in again for n in by.get(s, [])]
             if not mutants:
                 sys.exit(f"mutation: no survivors under {workdir / 'mutants'} to run again")
         prepare(workdir, files, tests, args.isolation, args.resume or args.rerun_survivors)

@@ -4,6 +4,11 @@ The count is 2, or FDM_TEST_THREADS where set: the mutation run (bench/mutation.
 forks its test workers from a process that ran the tests, and a child forked from a process whose
 OpenMP (libgomp) pool has threads hangs in its next parallel region (for example MKL's exp).
 
+The mutation run also sets FDM_TEST_FORKED=1: then tqdm's write lock is a thread lock of each process.
+tqdm's default one is a multiprocessing semaphore shared by every process forked after it was made, and
+a forked test worker killed at mutmut's time limit while holding it (each tqdm bar takes it when made)
+leaves every later worker waiting for it forever.
+
 OMP_WAIT_POLICY=PASSIVE stops idle OpenMP threads from spinning: with several test processes on a
 2-core machine, spinning threads slowed small torch calls 10-100x. Subprocesses inherit it.
 """
@@ -16,6 +21,12 @@ import pytest  # noqa: E402
 import torch  # noqa: E402  (after the environment above)
 
 torch.set_num_threads(int(os.environ.get("FDM_TEST_THREADS", "2")))
+if os.environ.get("FDM_TEST_FORKED") == "1":
+    import threading
+
+    from tqdm import tqdm
+
+    tqdm.set_lock(threading.RLock())
 
 
 @pytest.fixture(scope="module")
