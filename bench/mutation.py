@@ -170,7 +170,8 @@ def sample_mutants(files: list[str], fraction: float | None) -> list[str]:
         if not any(fnmatch.fnmatch(relative, pattern) for pattern in files):
             continue
         share = fraction if fraction is not None else PACKAGES[package_of(relative)].get("fraction", 1.0)
-        module = relative.removeprefix("src/").removesuffix(".py").replace("/", ".")
+        # mutmut names a package's __init__.py mutants after the package (fdm.diffusion.x_formulation__mutmut_1)
+        module = relative.removeprefix("src/").removesuffix(".py").replace("/", ".").removesuffix(".__init__")
         found = [
             f"{module}.{name}"
             for name in sorted(mutate_file_contents(relative, path.read_text()).mutant_names)
@@ -310,6 +311,8 @@ def main() -> None:
             earlier = results(workdir)  # before prepare: it needs the earlier run's results
             again = ("survived", "no tests", "timeout")  # a timeout too: a hang is not a kill
             mutants = [n for by in earlier.values() for s in again for n in by.get(s, [])]
+            sampled = set(sample_mutants(files, args.fraction))  # and any of the sample not run yet
+            mutants += [n for by in earlier.values() for n in by.get("not checked", []) if n in sampled]
             if not mutants:
                 sys.exit(f"mutation: no survivors under {workdir / 'mutants'} to run again")
         prepare(workdir, files, tests, args.isolation, args.resume or args.rerun_survivors)
