@@ -569,3 +569,26 @@ def test_cli_rejects_bad_values(tiny_data, tmp_path):
     result = CliRunner().invoke(main, [*args, "--batch", "8", "--batch-per-device", "3", "--device", "cpu"])
     assert result.exit_code == 2 and "not a multiple" in result.output
     assert not (tmp_path / "x" / "state.pt").exists()
+
+
+def test_a_ticks_loss_is_the_mean_of_its_steps_losses(tiny_data, tmp_path):
+    """train.jsonl: with a tick every optimizer step the log holds each step's loss; with a tick every two
+    steps, of the same run (same seed, same draws), the mean of each pair. Each record also carries the
+    run's wall-clock start, no later than its own time, and a positive throughput."""
+    every = train(
+        tiny_config(tiny_data, tmp_path / "every", duration_kimg=0.032, tick_kimg=0.008, snapshot_kimg=())
+    )
+    pairs = train(
+        tiny_config(tiny_data, tmp_path / "pairs", duration_kimg=0.032, tick_kimg=0.016, snapshot_kimg=())
+    )
+
+    def records(run_dir):
+        return [json.loads(line) for line in (run_dir / "train.jsonl").read_text().splitlines()]
+
+    steps, ticks = records(every), records(pairs)
+    assert [r["step"] for r in steps] == [1, 2, 3, 4] and [r["step"] for r in ticks] == [2, 4]
+    assert [r["kimg"] for r in ticks] == [0.016, 0.032]
+    expected = [(steps[0]["loss"] + steps[1]["loss"]) / 2, (steps[2]["loss"] + steps[3]["loss"]) / 2]
+    assert [r["loss"] for r in ticks] == pytest.approx(expected, rel=1e-12)
+    for r in steps + ticks:
+        assert r["started"] <= r["time"] and r["images_per_s"] > 0
