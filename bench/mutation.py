@@ -308,7 +308,8 @@ def main() -> None:
     if not args.report_only:
         files, tests = selection(args.only)
         if args.rerun_survivors:
-            earlier = results(workdir)  # before prepare: it needs the earlier run's results
+            packages = {package_of(pattern) for pattern in files}
+            earlier = {k: v for k, v in results(workdir).items() if k in packages}  # before prepare
             again = ("survived", "no tests", "timeout")  # a timeout too: a hang is not a kill
             mutants = [n for by in earlier.values() for s in again for n in by.get(s, [])]
             sampled = set(sample_mutants(files, args.fraction))  # and any of the sample not run yet
