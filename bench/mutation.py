@@ -195,9 +195,8 @@ def run_mutmut(workdir: Path, max_children: int, mutants: list[str]) -> int:
     # fork-safe), so the tests' own thread count (tests/conftest.py) is 1 too.
     env.setdefault("OMP_NUM_THREADS", "1")
     env["FDM_TEST_THREADS"] = "1"
-    env["FDM_TEST_FORKED"] = (
-        "1"  # and tqdm's lock is not shared across the forked workers (tests/conftest.py)
-    )
+    # And tqdm's write lock is not shared across the forked workers (tests/conftest.py).
+    env["FDM_TEST_FORKED"] = "1"
     command = [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children), *mutants]
     return subprocess.run(command, cwd=workdir, env=env).returncode
 

@@ -1006,7 +1006,7 @@ def figure_anatomy(figure) -> dict:
         axes.append({
             "title": ax.get_title(), "xlabel": ax.get_xlabel(), "ylabel": ax.get_ylabel(),
             "xscale": ax.get_xscale(), "yscale": ax.get_yscale(),
-            "xlim": numbers(ax.get_xlim()), "ylim": numbers(ax.get_ylim()), "grid": ax.xaxis._major_tick_kw.get("gridOn"),
+            "xlim": numbers(ax.get_xlim()), "ylim": numbers(ax.get_ylim()), "grid": any(line.get_visible() for line in ax.xaxis.get_gridlines()),
             "xticks": numbers(ax.get_xticks()), "xticklabels": [t.get_text() for t in ax.get_xticklabels()],
             "yticklabels": [(t.get_text(), t.get_fontsize()) for t in ax.get_yticklabels(minor=True)]
             + [(t.get_text(), t.get_fontsize()) for t in ax.get_yticklabels()],
@@ -1029,7 +1029,7 @@ def figure_anatomy(figure) -> dict:
             ],
             "texts": [t.get_text() for t in ax.texts],
         })  # fmt: skip
-    return {"size": numbers(figure.get_size_inches()), "layout": type(figure.get_layout_engine()).__name__, "suptitle": figure._suptitle.get_text() if figure._suptitle else None,
+    return {"size": numbers(figure.get_size_inches()), "layout": type(figure.get_layout_engine()).__name__, "suptitle": figure.get_suptitle() or None,
             "axes": axes}  # fmt: skip
 
 

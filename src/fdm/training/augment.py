@@ -20,8 +20,9 @@ translation           p                      (tx, ty) = 0.125 z (fractions of th
 u[0] gates the x-flip and u[1] < 1/2 is its bit; u[2] and u[3] the same for the y-flip; u[4] gates the
 isotropic scale and z[0] sizes it; u[5] gates the rotation and theta = (2 u[6] - 1) pi; u[7] gates the
 anisotropic scale, z[1] sizes it, u[8] < 1/2 turns its axis and phi = (2 u[9] - 1) pi; u[10] gates the
-translation and z[2], z[3] size it. The x-flip multiplier 1e8 means: for any p > 0 half of the images are mirrored. A
-transform that is not applied contributes zeros, so p = 0 gives the unchanged image and a zero label.
+translation and z[2], z[3] size it. The x-flip multiplier 1e8 means: for any p > 0 half of the
+images are mirrored. A transform that is not applied contributes zeros, so p = 0 gives the unchanged
+image and a zero label.
 
 Geometry is expressed in normalised coordinates (x to the right, y downwards, [-1, 1] across the
 image); the content moves by M = T(2t) A(s, phi) R(theta) S(s_iso) and the output pixel at q reads
