@@ -152,6 +152,17 @@ def prepare(workdir: Path, files: list[str], tests: list[str], isolation: str, r
     (workdir / "pyproject.toml").write_text(text + "\n".join(lines) + "\n")
 
 
+def changed_sources(workdir: Path, files: list[str]) -> list[str]:
+    """The mutated source files whose text differs from the copy an earlier run left in ``workdir``."""
+    return [
+        relative
+        for path in sorted(ROOT.glob("src/**/*.py"))
+        if any(fnmatch.fnmatch(relative := path.relative_to(ROOT).as_posix(), pattern) for pattern in files)
+        and (workdir / relative).is_file()
+        and (workdir / relative).read_bytes() != path.read_bytes()
+    ]
+
+
 def in_sample(name: str, share: float) -> bool:
     """Whether mutant ``name`` is in a ``share`` sample: the SHA-256 of its name, read as a number in
     [0, 1), is below ``share``. A mutant's membership depends on its name alone, so a smaller share is a
@@ -264,10 +275,16 @@ def diffs(workdir: Path, names: list[str]) -> str:
     """Each named mutant's change as a unified diff of its function (mutmut's own rendering), for review."""
     from mutmut.mutation.diff_apply import get_diff_for_mutant
 
+    def one(name: str) -> str:
+        try:
+            return f"```diff\n{get_diff_for_mutant(name)}\n```"
+        except (FileNotFoundError, ValueError) as error:  # its function left the source since the run
+            return f"(no diff: {error}; run `make mutation` again for a current one)"
+
     here = Path.cwd()
     os.chdir(workdir)  # mutmut finds a mutant's file under ./mutants
     try:
-        return "\n\n".join(f"## {name}\n\n```diff\n{get_diff_for_mutant(name)}\n```" for name in names)
+        return "\n\n".join(f"## {name}\n\n{one(name)}" for name in names)
     finally:
         os.chdir(here)
 
@@ -307,6 +324,12 @@ def main() -> None:
     if not args.report_only:
         files, tests = selection(args.only)
         if args.rerun_survivors:
+            changed = changed_sources(workdir, files)
+            if changed:
+                sys.exit(
+                    f"mutation: {changed[0]} changed since the earlier run, so mutmut would make its mutants "
+                    "anew and drop their results; run `make mutation` again"
+                )
             packages = {package_of(pattern) for pattern in files}
             earlier = {k: v for k, v in results(workdir).items() if k in packages}  # before prepare
             again = ("survived", "no tests", "timeout")  # a timeout too: a hang is not a kill
