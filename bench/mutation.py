@@ -18,10 +18,12 @@ files the tests read), so the checkout itself is never mutated; mutmut writes it
 under ``<workdir>/mutants/``. Subprocesses the tests start import the mutated copy too (PYTHONPATH).
 
 Usage: python bench/mutation.py [--only src/fdm/metrics/scores.py ...] [--max-children N]
-[--workdir DIR] [--resume] [--rerun-survivors] [--report-only] [--survivors FILE] [--diffs FILE].
+[--workdir DIR] [--resume] [--rerun-survivors] [--mutants-from FILE] [--report-only] [--survivors FILE]
+[--diffs FILE].
 Prints the score per package as a Markdown table, and the wall time of the run. After new tests,
 ``--rerun-survivors`` runs only the earlier run's survivors again (mutmut collects the coverage of the
-new tests first), so a review round costs minutes, not the hour of a full run.
+new tests first), so a review round costs minutes, not the hour of a full run; ``--mutants-from FILE``
+runs the mutants a ``--survivors`` list names in a fresh workdir (a review round after a source edit).
 """
 
 from __future__ import annotations
@@ -150,6 +152,19 @@ def prepare(workdir: Path, files: list[str], tests: list[str], isolation: str, r
         sys.exit("mutation: pyproject.toml has a [tool.mutmut] section; this script writes its own")
     lines = ["", "[tool.mutmut]", *(f"{k} = {toml_value(v)}" for k, v in settings.items())]
     (workdir / "pyproject.toml").write_text(text + "\n".join(lines) + "\n")
+
+
+def listed_mutants(path: Path) -> list[str]:
+    """The mutant names in ``path``: the backquoted name of each line of a ``--survivors`` list
+    (``- package: `name` (status)``), or each non-empty line as it stands."""
+    if not path.is_file():
+        sys.exit(f"mutation: {path}: no such file")
+    names = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line:
+            names.append(line.split("`")[1] if line.count("`") >= 2 else line)
+    return names
 
 
 def changed_sources(workdir: Path, files: list[str]) -> list[str]:
@@ -314,6 +329,11 @@ def main() -> None:
         action="store_true",
         help="run an earlier run's survivors and 'no tests' mutants again against the current tests",
     )
+    parser.add_argument(
+        "--mutants-from",
+        type=Path,
+        help="run exactly the mutants named in this file (a --survivors list of an earlier run, or one name a line)",
+    )
     parser.add_argument("--report-only", action="store_true", help="print the table of an earlier run")
     parser.add_argument("--survivors", type=Path, help="also write the surviving mutants' names here")
     parser.add_argument("--diffs", type=Path, help="also write each surviving mutant's diff here (Markdown)")
@@ -338,9 +358,13 @@ def main() -> None:
             mutants += [n for by in earlier.values() for n in by.get("not checked", []) if n in sampled]
             if not mutants:
                 sys.exit(f"mutation: no survivors under {workdir / 'mutants'} to run again")
+        elif args.mutants_from is not None:
+            mutants = listed_mutants(args.mutants_from)
+            if not mutants:
+                sys.exit(f"mutation: {args.mutants_from} names no mutant")
         prepare(workdir, files, tests, args.isolation, args.resume or args.rerun_survivors)
         start = time.perf_counter()
-        if not args.rerun_survivors:
+        if not (args.rerun_survivors or args.mutants_from):
             mutants = [] if args.full else sample_mutants(files, args.fraction)
         code = run_mutmut(workdir, args.max_children, mutants)
         elapsed = time.perf_counter() - start

@@ -43,3 +43,15 @@ def test_a_rerun_refuses_a_source_changed_since_the_run(mutation, tmp_path):
     copy.write_text(copy.read_text() + "\n# edited\n")
     assert mutation.changed_sources(tmp_path, ["src/fdm/report/*.py"]) == [relative]
     assert mutation.changed_sources(tmp_path, ["src/fdm/sampling.py"]) == []
+
+
+def test_a_survivors_list_names_its_mutants(mutation, tmp_path):
+    """``--mutants-from`` reads back what ``--survivors`` writes, and plain names one a line."""
+    listed = tmp_path / "survivors.md"
+    listed.write_text(
+        "- training: `fdm.training.loop.x_train__mutmut_8` (survived)\n\nfdm.report.tables.x_rows__mutmut_3\n"
+    )
+    assert mutation.listed_mutants(listed) == [
+        "fdm.training.loop.x_train__mutmut_8",
+        "fdm.report.tables.x_rows__mutmut_3",
+    ]
