@@ -70,7 +70,11 @@ PACKAGES: dict[str, dict] = {
     },
     "checkpoints/unpickle": {
         "files": ["src/fdm/checkpoints/unpickle.py"],
-        "tests": ["tests/test_import_checkpoint.py", "tests/test_import_redteam.py"],
+        "tests": [
+            "tests/test_import_checkpoint.py",
+            "tests/test_import_redteam.py",
+            "tests/test_unpickle_contracts.py",
+        ],
     },
     "metrics/scores+stats": {
         "files": ["src/fdm/metrics/scores.py", "src/fdm/metrics/stats.py"],

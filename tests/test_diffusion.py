@@ -478,3 +478,45 @@ def test_rf_samples_with_the_flows_own_euler_steps():
     for t_now, t_next in zip(t[:-1], t[1:], strict=True):
         x_t = x_t + (t_next - t_now) * velocity(x_t, t_now)
     torch.testing.assert_close(ours, x_t, rtol=1e-12, atol=1e-12)
+
+
+def test_registry_and_option_errors_name_every_offender_comma_separated():
+    """Each refusal is one line that lists all the offending names, ", "-separated, and only the clauses
+    that apply: missing classes, classes not in BASES, options shared with FDM, unknown options."""
+    prefix = "^fdm.diffusion: the registered base formulations differ from fdm.names.BASES"
+    with pytest.raises(ImportError, match=f"{prefix}; no class for xyz, abc$"):
+        check_registry(REGISTRY, (*names.BASES, "xyz", "abc"))
+    with pytest.raises(ImportError, match=f"{prefix}; not in BASES: ve, edm$"):
+        check_registry(REGISTRY, tuple(b for b in names.BASES if b not in ("ve", "edm")))
+
+    @dataclasses.dataclass(frozen=True)
+    class Clash(Formulation):
+        multiplier: float = 1.0
+        warmup: int = 3
+
+    with pytest.raises(
+        ImportError, match="^fdm.diffusion: clash's option.s. multiplier, warmup are also FDM's$"
+    ):
+        check_registry({"clash": Clash}, ("clash",))
+    with pytest.raises(
+        ValueError, match="^unknown option.s. P_meen, warmap for formulation 'fdm_edm'; valid: "
+    ):
+        formulation("fdm_edm", P_meen=-1.0, warmap=3)
+
+
+def test_parse_options_splits_at_the_first_equals_and_reads_the_defaults_type(monkeypatch):
+    """``KEY=VALUE``: the key ends at the first "=", the value is read as the type of the option's default;
+    a bool option (none is registered today) takes true or false in any case and nothing else."""
+    import fdm.diffusion
+
+    assert fdm.diffusion.parse_options("fdm_edm", ["multiplier=1.5", "warmup=8", "cin=a=b"]) == {
+        "multiplier": 1.5,
+        "warmup": 8,
+        "cin": "a=b",
+    }
+    monkeypatch.setattr(fdm.diffusion, "options", lambda name: {"flag": False, "multiplier": 2.0})
+    for text, value in (("true", True), ("false", False), ("True", True), ("FALSE", False)):
+        assert fdm.diffusion.parse_options("probe", [f"flag={text}"]) == {"flag": value}, text
+    for text in ("yes", "1", ""):
+        with pytest.raises(ValueError, match=f"^formulation option flag: '{text}' is not a bool$"):
+            fdm.diffusion.parse_options("probe", [f"flag={text}"])

@@ -290,3 +290,79 @@ def test_dataset_stats_are_the_moments_of_every_images_features_in_order(tmp_pat
     loaded = load_stats(tmp_path / "set.stats.npz")
     np.testing.assert_array_equal(loaded.features, stats.features)
     assert (loaded.dataset, loaded.image_shape) == ("set.zip", (4, 4, 1))
+
+
+def test_metrics_json_is_byte_identical_whatever_order_its_values_come_in(tmp_path):
+    """metrics.json stays byte-identical between runs and between Snakemake and DVC (docs/tracking.md):
+    its keys are written sorted, so the order in which values and provenance are passed cannot show."""
+    ref = stats_of(gaussian_features(n=20))
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    write_metrics(
+        a, {"kid_digitsnet": 0.1, "fid_digitsnet": 1.5}, [ref], 20, sampler="heun", nfe=35, seeds="0-19"
+    )
+    write_metrics(
+        b, {"fid_digitsnet": 1.5, "kid_digitsnet": 0.1}, [ref], 20, seeds="0-19", nfe=35, sampler="heun"
+    )
+    assert a.read_bytes() == b.read_bytes()
+    assert list(json.loads(a.read_text())) == sorted(json.loads(a.read_text()))
+
+
+class RecordingExtractor(FeatureExtractor):
+    """A hand-computable feature map (corner pixel, mean) that records the size of every batch it gets."""
+
+    def __init__(self):
+        self.batches = []
+
+        def corner_and_mean(batch):
+            self.batches.append(len(batch))
+            return np.stack([batch[:, 0, 0, 0], batch.reshape(len(batch), -1).mean(axis=1)], 1)
+
+        super().__init__("hand", "native", "c" * 64, corner_and_mean)
+
+
+def test_embed_computes_batch_size_images_at_a_time_and_shows_progress_only_when_asked(capfd):
+    """`embed`: 256 images per call by default, ``batch_size`` when given, features in image order; a
+    progress bar ("<extractor> features", in batches) on stderr only with ``progress=True``."""
+    from fdm.metrics.stats import embed
+
+    images = np.random.default_rng(0).integers(0, 256, size=(257, 4, 4, 1), dtype=np.uint8)
+    extractor = RecordingExtractor()
+    features = embed(extractor, images)
+    assert extractor.batches == [256, 1]
+    np.testing.assert_array_equal(features[:, 0], images[:, 0, 0, 0])
+    assert capfd.readouterr().err == ""
+    extractor.batches.clear()
+    np.testing.assert_array_equal(embed(extractor, images, batch_size=100, progress=True), features)
+    assert extractor.batches == [100, 100, 57]
+    err = capfd.readouterr().err
+    assert "hand features" in err and "batch/s" in err, err
+
+
+def test_dataset_stats_embed_every_image_in_batches_with_progress_and_ignore_labels(tmp_path, capfd):
+    """`dataset_stats` passes its batch size (default 256) to the extractor and shows its progress; as
+    EDM's ``fid.py ref`` (arXiv 2206.00364, code: its dataset's default ``use_labels=False``), labels play
+    no part: an archive whose dataset.json labels are unusable still gives its statistics."""
+    import zipfile
+
+    from fdm.data.archive import Item, write_archive
+    from fdm.data.reader import ImageDataset
+    from fdm.metrics.stats import dataset_stats
+
+    images = np.random.default_rng(4).integers(0, 256, size=(257, 4, 4, 1), dtype=np.uint8)
+    data = tmp_path / "set.zip"
+    write_archive(tmp_path / "clean.zip", (Item(str(i), image) for i, image in enumerate(images)))
+    with zipfile.ZipFile(tmp_path / "clean.zip") as clean, zipfile.ZipFile(data, "w") as archive:
+        for name in clean.namelist():
+            if name != "dataset.json":
+                archive.writestr(name, clean.read(name))
+        archive.writestr("dataset.json", json.dumps({"labels": [["not-an-image.png", 0]]}))
+    with pytest.raises(FdmError, match="not an image in the archive"):
+        ImageDataset(data)  # what reading its labels would say
+    extractor = RecordingExtractor()
+    stats = dataset_stats(data, tmp_path / "a.npz", extractor)
+    assert extractor.batches == [256, 1] and stats.count == 257
+    assert "hand features" in capfd.readouterr().err
+    extractor.batches.clear()
+    again = dataset_stats(data, tmp_path / "b.npz", extractor, batch_size=100)
+    assert extractor.batches == [100, 100, 57]
+    np.testing.assert_array_equal(again.features, stats.features)

@@ -25,7 +25,7 @@ from fdm.metrics.stats import ReferenceStats, feature_moments, save_stats
 from fdm.report.cli import report
 from fdm.report.figures import line_styles
 from fdm.report.paired import paired, welch
-from fdm.report.records import Record, Stat, aggregate, read_records, t_interval
+from fdm.report.records import Record, Stat, aggregate, by_seed, read_records, t_interval
 from fdm.report.tables import (
     fid_vs_mimg_markdown,
     fid_vs_mimg_rows,
@@ -1144,3 +1144,264 @@ def test_compare_pairs_any_two_variants_of_a_report_by_seed(tmp_path):
         result = CliRunner().invoke(main, ["compare", *args])
         assert result.exit_code != 0 and len(result.output.strip().splitlines()) == 1, result.output
         assert message in result.output
+
+
+# Edge cases of the tables and figures: no runs, one seed, no baseline ---------------------------------------------
+
+
+def draw(figure):
+    """Lay out and draw ``figure`` on an Agg canvas (no pyplot state), so tick labels and legend positions exist."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(figure).draw()
+    return figure
+
+
+def test_ablation_of_variants_without_runs_one_seed_or_no_baseline():
+    """An axis row with no runs shows "–" and empty cells, one with one seed no interval (a zero error
+    bar in the figure), one without a baseline no baseline; the baseline's band in the figure is a fill
+    without an edge, and the grid is faint (alpha 0.3). A one-variant axis is a table of one row."""
+    from fdm.config import Ablation
+    from fdm.report.ablation import ablation_figure, ablation_markdown, ablation_rows
+
+    main = ("heun", 15)
+    runs = [r for s in range(3) for r in records("d", "fdm_a", {100: 10.0 + s}, seed=s)]
+    runs += [r for s in range(3) for r in records("d", "edm", {100: 8.0 + 2 * s}, seed=s)]
+    runs += records("d", "fdm_b", {100: 12.0}) + records("d", "fdm_d", {100: 14.0})
+    axis = Ablation("m", "fdm.multiplier", ("fdm_a", "fdm_b", "fdm_c", "fdm_d"))
+    settings = {"fdm_a": 1.0, "fdm_b": 2.0, "fdm_c": 4.0, "fdm_d": 8.0}
+    formulations = dict.fromkeys(axis.variants, "fdm_edm") | {"edm": "edm"}
+    baselines = {"fdm_a": "edm", "fdm_b": "edm", "fdm_c": "edm"}  # fdm_d: none
+    rows = ablation_rows(
+        aggregate(runs), by_seed(runs), "d", axis, settings, formulations, baselines, main, 100
+    )
+    a, b, c, d = rows
+    assert (a["n"], a["baseline_n"], a["pairs"]) == (3, 3, 3) and a["ci_low"] < 11.0 < a["ci_high"]
+    assert [b[k] for k in ("mean", "std", "ci_low", "ci_high", "n", "pairs")] == [
+        12.0,
+        None,
+        None,
+        None,
+        1,
+        1,
+    ]
+    assert (c["mean"], c["std"], c["ci_low"], c["ci_high"], c["n"]) == (None, None, None, None, 0)
+    assert (c["baseline_mean"], c["baseline_n"], c["difference"]) == (10.0, 3, None)
+    assert [d[k] for k in ("baseline", "baseline_mean", "baseline_ci_low", "baseline_n")] == [
+        "",
+        None,
+        None,
+        0,
+    ]
+    text = ablation_markdown(rows, "d", "fid")
+    assert "| 4.0 | fdm_c | fdm_edm | – | edm | 10.00 [" in text
+    assert "| 8.0 | fdm_d | fdm_edm | 14.00 | – | – | – | – |" in text
+    one = ablation_markdown(rows[1:2], "d", "fid")
+    assert one.startswith("# d: ablation of fdm.multiplier (m)")
+    assert "| 2.0 | fdm_b | fdm_edm | 12.00 | edm |" in one
+
+    styles = line_styles(formulations)
+    left = draw(ablation_figure(rows, [], "d", styles, "fid")).axes[0]
+    (bars,) = left.containers
+    segments = bars.lines[2][0].get_segments()  # per point (fdm_a, fdm_b, fdm_d): its interval
+    np.testing.assert_allclose(segments[1], [[1.0, 12.0], [1.0, 12.0]])  # one seed: no interval, no bar
+    np.testing.assert_allclose([segments[0][0][1], segments[0][1][1]], [a["ci_low"], a["ci_high"]])
+    (band,) = left.patches
+    assert band.get_linewidth() == 0 and band.get_alpha() == 0.1
+    assert all(line.get_alpha() == 0.3 for line in left.yaxis.get_gridlines())
+
+
+def test_figures_put_the_legend_right_of_the_axes_read_ticks_as_g_numbers_and_warn_nothing():
+    """The curve figures: a legend outside the axes on the right with a small (x-small) title; a log
+    axis labelled with plain %g numbers (1e-05 for a KID-sized value); drawing raises no warning."""
+    import warnings
+
+    from matplotlib.font_manager import FontProperties
+
+    from fdm.report.figures import fid_vs_mimg_figure
+
+    runs = [r for v in ("edm", "fdm_edm") for s in range(2)
+            for r in records("d", v, {10: 1e-4 * (1 + s), 20: 1e-6 * (1 + s)}, seed=s)]  # fmt: skip
+    rows = fid_vs_mimg_rows(aggregate(runs), "d", ["edm", "fdm_edm"], "heun", 15)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        figure = draw(fid_vs_mimg_figure(rows, "d", line_styles(PAIRS), "kid"))
+    (ax,) = figure.axes
+    legend = ax.get_legend()
+    assert legend.get_window_extent().x0 >= ax.get_window_extent().x1
+    assert legend.get_title().get_fontsize() == FontProperties(size="x-small").get_size_in_points()
+    assert ax.get_yscale() == "log" and "1e-05" in [t.get_text() for t in ax.get_yticklabels()]
+
+
+def test_claims_compare_only_snapshots_with_a_half_and_always_state_the_pre_registered_pair():
+    """Training: N against N/2 only where N/2 is a snapshot (an odd N has no half); sampling: the ratio
+    band [2.5, 3.5] is closed (NFE 2 against 7); the pre-registered pair is the first row also when it
+    is not among the profile's pairs, with no runs; with one seed pair, no interval."""
+    from fdm.config import Confirm
+    from fdm.report.claims import claim_rows, claims_markdown
+
+    values = {("d", v, k, "heun", 15): {0: 10.0 - k / 100 + (v == "fdm_edm")} for v in ("edm", "fdm_edm")
+              for k in (50, 100, 101)}  # fmt: skip
+    values |= {("d", "fdm_edm", 101, "heun", 2): {0: 5.0}, ("d", "edm", 101, "heun", 7): {0: 4.0}}
+    args = (values, "d", {"fdm_edm": "edm"}, ("heun", 15), (50, 100, 101), 101)
+    rows = claim_rows(*args, Confirm("ve", 100))
+    first, *others = rows
+    assert (first["role"], first["variant"], first["baseline"], first["sampler"]) == (
+        "confirmatory", "fdm_ve", "ve", "heun"
+    )  # fmt: skip
+    assert (first["variant_kimg"], first["variant_nfe"], first["baseline_kimg"], first["baseline_nfe"]) == (
+        50, 15, 100, 15
+    )  # fmt: skip
+    assert (first["difference"], first["pairs"]) == (None, 0)
+    training = [(r["variant_kimg"], r["baseline_kimg"]) for r in others if r["form"] == "training"]
+    assert training == [(50, 100)]
+    sampling = [(r["variant_nfe"], r["baseline_nfe"]) for r in others if r["form"] == "sampling_paper"]
+    assert sampling == [(2, 7)]
+    text = claims_markdown(rows, "d", "fid")
+    assert "| fdm_ve | ve | 0.1 | – | – | – |  |  | confirmatory |" in text
+    assert "not available, one of the two has no runs" in text
+    one = claims_markdown(claim_rows(*args, Confirm("edm", 100)), "d", "fid")
+    assert "(one training seed pair (n=1), no interval); FDM worse on 1 of 1 seeds" in one
+    empty = claims_markdown([], "d", "fid")
+    assert "\nNo snapshot at half of another: nothing to compare.\n" in empty
+    assert empty.endswith("\nNo NFE study at the final snapshot.\n")
+
+
+def test_paired_tables_of_no_rows_of_a_missing_snapshot_and_of_two_seed_pairs():
+    """No rows: the title and the note, one newline at the end; a variant with no run at a snapshot: "–";
+    two seed pairs already give an interval (the note says so)."""
+    from fdm.report.paired import paired_markdown, paired_note, paired_rows
+
+    empty = paired_markdown([], "d", "fid", ["fdm_edm"])
+    assert empty == (
+        "# d: each variant against its baseline, paired by training seed (fid)\n\n" + paired_note([]) + "\n"
+    )
+    values = {("d", v, k, "heun", 15): {0: 1.0, 1: 2.0 + (v == "fdm_edm")} for v in ("edm", "fdm_edm")
+              for k in (10, 20)}  # fmt: skip
+    values |= {("d", v, 20, "heun", 15): {0: 1.0, 1: 3.0} for v in ("ve", "fdm_ve")}
+    rows = paired_rows(values, "d", {"fdm_edm": "edm", "fdm_ve": "ve"}, ("heun", 15), (10, 20), 20)
+    text = paired_markdown(rows, "d", "fid", ["fdm_edm", "fdm_ve"])
+    assert "| 0.01 | +0.5 [-5.85, 6.85], worse in 1 of 2 | – |" in text
+    assert paired_note(rows).startswith("Paired by training seed") and "n=2 seed pairs" in paired_note(rows)
+
+
+def test_speedup_rows_without_runs_have_empty_cells_and_paper_only_points_no_seeds():
+    """A variant with no runs, or whose baseline has none, has no target, no crossing and no strict cells:
+    empty cells beside its status; a point the paper reports and we did not run counts no seeds (n=0)."""
+    runs = records("d", "edm", {10: 4.0, 20: 2.0}) + records("d", "fdm_ve", {10: 4.0, 20: 2.0})
+    rows = speedup_rows(runs, "d", {"fdm_edm": "edm", "fdm_ve": "ve"}, ("heun", 15), 20)
+    text = speedup_markdown(rows, "d", "fid", False)
+    assert "\n| fdm_edm | edm |  |  |  | no runs |  |  |  |  | 1/0 |\n" in text
+    assert "\n| fdm_ve | ve |  |  |  | no baseline runs |  |  |  |  | 0/1 |\n" in text
+    nfe = fid_vs_nfe_rows(aggregate(runs), "d", ["edm"], 20, {"heun": {"edm": {7: 3.0}}})
+    assert [(r["nfe"], r["seeds"], r["n"], r["mean"], r["paper"]) for r in nfe] == [
+        (7, 0, 0, None, 3.0),
+        (15, 1, 1, 2.0, None),
+    ]
+
+
+def test_csv_lines_end_in_a_line_feed_on_every_platform(monkeypatch):
+    """The CSV files are byte-identical across reruns and platforms: LF line ends, also where the
+    platform's line separator is CRLF."""
+    import os
+
+    monkeypatch.setattr(os, "linesep", "\r\n")
+    assert to_csv([{"a": 1, "b": 0.5}, {"a": None, "b": "x"}], ["a", "b"]) == "a,b\n1,0.500000\n,x\n"
+
+
+def test_code_lines_mark_uncommitted_changes_and_name_every_stage_that_differs():
+    from fdm.report.versions import footer, label
+
+    dirty = {"commit": "a" * 40, "dirty": True, "source_sha256": "1" * 64}
+    assert label(dirty) == "aaaaaaaaaaaa (+ uncommitted changes), source 111111111111"
+    clean = {"commit": "unknown", "dirty": None, "source_sha256": "2" * 64}
+    text = footer("t.md", [{"train": dirty, "evaluate": dirty}, {"train": clean, "evaluate": clean}])
+    assert text.endswith(
+        "- training: aaaaaaaaaaaa (+ uncommitted changes), source 111111111111; unknown commit, source "
+        "222222222222\n- evaluation: aaaaaaaaaaaa (+ uncommitted changes), source 111111111111; unknown "
+        "commit, source 222222222222\n- **warning**: the rows of t.md come from different train and evaluate "
+        "code (rerun the stale jobs, or compare only rows of one version)\n"
+    )
+
+
+def test_a_record_that_lists_no_points_falls_back_to_each_points_metrics(tmp_path):
+    """``point_values``: a point the evaluation record does not list (here: a record without a ``points``
+    entry) is read from the point's metrics.json."""
+    from fdm.report.records import point_values
+
+    run = str(tmp_path / "run")
+    metrics = Path(paths.metrics(run, 20, "heun", 15))
+    metrics.parent.mkdir(parents=True)
+    metrics.write_text(json.dumps({"fid": 3.5}))
+    Path(paths.evaluated(run, 20)).write_text(json.dumps({"code": code("b", "2", "evaluate")}))
+    assert point_values(run, 20, [("heun", 15), ("heun", 7)], "fid") == {("heun", 15): 3.5}
+
+
+def test_compare_ends_at_the_last_snapshot_and_refuses_a_file_of_two_metrics(tmp_path):
+    """``fdm compare`` over three snapshots: the final-snapshot points are those of the last one; a
+    per_seed.csv of two metrics is refused, saying how many it found."""
+    from fdm.report.compare import compare_rows, read_per_seed
+    from fdm.report.records import PER_SEED_COLUMNS
+
+    points = [(10, "heun", 19), (20, "heun", 19), (30, "heun", 19), (30, "heun", 7), (20, "dpmpp_3s", 5)]
+    values = {(v, k, s, n): {0: 1.0 + (v == "a"), 1: 2.0} for v in ("a", "b") for k, s, n in points}
+    rows = compare_rows(values, "a", "b")
+    assert [(r["kimg"], r["sampler"], r["nfe"]) for r in rows] == [
+        (10, "heun", 19), (20, "heun", 19), (30, "heun", 19), (30, "heun", 7)
+    ]  # fmt: skip
+    per_seed = tmp_path / "per_seed.csv"
+    rows = [{"variant": "a", "train_seed": 0, "kimg": 10, "sampler": "heun", "nfe": 19, "metric": m, "value": 1.0}
+            for m in ("fid", "kid")]  # fmt: skip
+    per_seed.write_text(to_csv(rows, PER_SEED_COLUMNS))
+    with pytest.raises(FdmError, match=f"^{per_seed}: expected one metric, found 2$"):
+        read_per_seed(per_seed)
+
+
+def test_each_table_names_the_code_of_its_own_points_and_write_report_returns_every_file(
+    in_project, monkeypatch
+):
+    """A smoke profile with an ablation axis and a released checkpoint evaluated at the main point only,
+    whose main point (heun, NFE 15) was evaluated by code b and every other point by code c, read from
+    each point's timing.json (no evaluation record yet). The tables at the main point (FID vs Mimg, the
+    ablation) name only b and do not warn; FID vs NFE (the final snapshot's points) names both and warns.
+    The checkpoint's table has its one value, without a paper's number. write_report returns exactly
+    the files it wrote, the DVC summary and plots included, whose NFE curve holds the table's means."""
+    import fdm.report.write as write
+
+    data = yaml.safe_load((ROOT / "params.yaml").read_text())
+    axis = {"name": "m", "setting": "fdm.multiplier", "variants": ["fdm_edm", "fdm_ve"]}
+    data["report"]["ablations"] = [axis]
+    data["pretrained"] = [{"dataset": "digits", "formulation": "edm", "url": "https://example.org/edm.pkl"}]
+    (in_project / "profile.yaml").write_text(yaml.safe_dump(data))
+    params = load_params(in_project / "profile.yaml")
+    runs = in_project / "runs"
+    write_runs(runs, params, smoke_value)
+    write_stats(in_project, params)
+    main = (params.eval.main["digits"].sampler, params.eval.main["digits"].nfe)
+    checkpoint = paths.pretrained("digits", "edm", root=str(runs))
+    Path(paths.metrics(checkpoint, 20, *main)).parent.mkdir(parents=True)
+    Path(paths.metrics(checkpoint, 20, *main)).write_text(json.dumps({params.report.metric: 2.5}))
+    for folder in runs.glob("*/*/*/eval/*/*-*"):
+        at_main = folder.name == paths.POINT.format(sampler=main[0], nfe=main[1])
+        by = code("b", "2", "evaluate") if at_main else code("c", "3", "evaluate")
+        (folder / "timing.json").write_text(json.dumps({"started": 0, "ended": 1, "code": by}))
+    monkeypatch.setattr(write, "write_figure", lambda path, figure: path.write_bytes(b""))  # not drawn: fast
+
+    written = write_report(params, runs, "reports", summary="s.json", plots="plots")
+    on_disk = [p for top in ("reports", "plots") for p in Path(top).rglob("*") if p.is_file()]
+    assert sorted(map(str, written)) == sorted(map(str, [*on_disk, Path("s.json")]))
+    folder = Path("reports/digits")
+    only_b = "- evaluation: bbbbbbbbbbbb, source 222222222222\n"
+    for name in ("fid_vs_mimg.md", "ablation_m.md", "pretrained.md"):
+        text = (folder / name).read_text()
+        assert only_b in text and "warning" not in text, name
+    text = (folder / "fid_vs_nfe.md").read_text()
+    assert "cccccccccccc, source 333333333333" in text and "bbbbbbbbbbbb" in text
+    assert "**warning**: the rows of fid_vs_nfe.md come from different evaluate code" in text
+    assert "\n| NFE | edm |\n|---|---|\n| 15 | 2.50 |\n" in (folder / "pretrained.md").read_text()
+    means = {
+        (f"{r['variant']} {r['sampler']}", r["nfe"]): pytest.approx(float(r["mean"]))
+        for r in csv_rows(folder / "fid_vs_nfe.csv")
+    }
+    plotted = csv_rows(Path("plots/fid_vs_nfe/digits.csv"))
+    assert {(r["series"], r["nfe"]): float(r["fid"]) for r in plotted} == means

@@ -24,6 +24,7 @@ from click.testing import CliRunner
 from fdm.data.archive import Item, write_archive
 from fdm.diffusion import formulation
 from fdm.errors import FdmError
+from fdm.seeding import derive_seed
 from fdm.snapshot import load_snapshot
 from fdm.training import TrainConfig, snapshot_path, train
 from fdm.training.state import load_state
@@ -92,12 +93,16 @@ def reference_run(tiny_data, tmp_path_factory) -> Path:
     return train(tiny_config(tiny_data, tmp_path_factory.mktemp("reference")))
 
 
-def test_run_writes_snapshots_state_and_log(reference_run):
+def test_run_writes_snapshots_state_and_log(reference_run, tiny_data):
     names = list(snapshot_bytes(reference_run))
     assert names == ["000000.08.safetensors", "000000.16.safetensors"]
     state_dict, config = load_snapshot(reference_run / "snapshots" / names[-1])
     assert config["kimg"] == 0.16 and config["images_seen"] == 160 and config["step"] == 20
     assert config["formulation"]["name"] == "fdm_edm" and config["network"]["augment_dim"] == 9
+    assert config["network"]["label_dim"] == 4  # cond: the four heights of the square
+    assert config["dataset"] == {
+        "path": str(tiny_data), "num_images": 32, "resolution": 8, "channels": 1, "label_dim": 4
+    }  # fmt: skip
     assert all(torch.isfinite(t).all() for t in state_dict.values())
     state = load_state(reference_run / "state.pt")
     assert state["images_seen"] == 160 and state["step"] == 20
@@ -173,9 +178,13 @@ def test_the_fdm_loss_weight_cap_is_indexed_by_optimizer_steps(
 
 
 def test_resume_extends_a_run_bitwise_and_keeps_the_warmup_step(reference_run, tiny_data, tmp_path):
+    """...and cuts train.jsonl back to its length when the state was written (a line after it: the tick
+    of a process killed before its next state)."""
     run_dir = tmp_path / "extended"
     train(tiny_config(tiny_data, run_dir, duration_kimg=0.08, snapshot_kimg=()))
     assert load_state(run_dir / "state.pt")["step"] == 10  # The FDM cap (warmup 40) is still growing.
+    with open(run_dir / "train.jsonl", "a") as log:
+        log.write('{"kimg": 0.088, "step": 11}\n')
     train(tiny_config(tiny_data, run_dir))
     final = "000000.16.safetensors"
     assert snapshot_bytes(run_dir)[final] == snapshot_bytes(reference_run)[final]
@@ -185,14 +194,18 @@ def test_resume_extends_a_run_bitwise_and_keeps_the_warmup_step(reference_run, t
 
 
 def test_resume_with_different_settings_is_refused(reference_run, tiny_data):
-    with pytest.raises(FdmError, match="different settings.*lr"):
-        train(tiny_config(tiny_data, reference_run, lr=1e-3, duration_kimg=0.32))
+    with pytest.raises(
+        FdmError, match=r"holds a run with different settings \(lr, seed\); use another --outdir"
+    ):
+        train(tiny_config(tiny_data, reference_run, lr=1e-3, seed=4, duration_kimg=0.32))
 
 
-def test_restart_on_change_starts_over_like_a_fresh_run(reference_run, tiny_data, tmp_path):
+def test_restart_on_change_starts_over_like_a_fresh_run(reference_run, tiny_data, tmp_path, capsys):
     run_dir = tmp_path / "edited"
-    train(tiny_config(tiny_data, run_dir, lr=1e-3, duration_kimg=0.08, snapshot_kimg=()))
+    train(tiny_config(tiny_data, run_dir, lr=1e-3, seed=4, duration_kimg=0.08, snapshot_kimg=()))
+    capsys.readouterr()
     train(tiny_config(tiny_data, run_dir), restart_on_change=True)
+    assert f"{run_dir}: settings changed (lr, seed); training from scratch\n" in capsys.readouterr().err
     assert snapshot_bytes(run_dir) == snapshot_bytes(reference_run)
     kimgs = [json.loads(line)["kimg"] for line in (run_dir / "train.jsonl").read_text().splitlines()]
     assert kimgs == pytest.approx([0.016 * i for i in range(1, 11)])
@@ -592,3 +605,205 @@ def test_a_ticks_loss_is_the_mean_of_its_steps_losses(tiny_data, tmp_path):
     assert [r["loss"] for r in ticks] == pytest.approx(expected, rel=1e-12)
     for r in steps + ticks:
         assert r["started"] <= r["time"] and r["images_per_s"] > 0
+
+
+def test_resume_checks_the_saved_run_and_says_what_it_continues(reference_run, tiny_data, tmp_path, capsys):
+    """TrainingRun.resume on copies of the reference run's state.pt (0.16 kimg), to go on to 0.32 kimg:
+    the same code resumes silently; a state without a code record (written before runs kept one)
+    resumes as this code's; other code's run resumes with a warning and both versions in its record;
+    milestones the state is past without their snapshots are refused, all of them named in one line."""
+    from fdm.distributed import processes
+    from fdm.provenance import code_version
+    from fdm.training.loop import TrainingRun
+
+    current = code_version("train")
+    other = {**current, "source_sha256": "0" * 64, "commit": "an older one"}
+
+    def resumed(name, edit=lambda state: None, **changes) -> TrainingRun:
+        state = load_state(reference_run / "state.pt")
+        edit(state)
+        (tmp_path / name).mkdir()
+        torch.save(state, tmp_path / name / "state.pt")
+        cfg = tiny_config(
+            tiny_data, tmp_path / name, **{"duration_kimg": 0.32, "snapshot_kimg": (), **changes}
+        )
+        run = TrainingRun(cfg, world)
+        assert run.resume() and (run.images_seen, run.step) == (160, 20)
+        return run
+
+    with processes("cpu") as world:
+        capsys.readouterr()
+        assert resumed("same").code == [current]
+        assert resumed("unrecorded", lambda state: state.pop("code")).code == [current]
+        assert "warning" not in capsys.readouterr().err
+        assert resumed("other", lambda state: state.update(code=[other])).code == [other, current]
+        assert capsys.readouterr().err.splitlines()[-1] == (
+            f"{tmp_path / 'other'}: warning: resuming a run that other training code started; its record "
+            "will list both versions"
+        )
+        with pytest.raises(
+            FdmError, match=r"no snapshot at 0.04, 0.08 kimg, which the saved state \(0.16 kimg\) is past"
+        ):
+            resumed("milestones", snapshot_kimg=(0.04, 0.08))
+
+
+def test_the_loop_writes_states_on_schedule_and_reports_ticks_and_progress(tiny_data, tmp_path, monkeypatch):
+    """Two steps of 8 images with a tick and a state every 8 images, then resumed for two more:
+    - state.pt is written at every multiple of state_every_kimg, fresh and resumed (8, 16 | 24, 32), each
+      between the fault points `train:before_state` and `train:after_state` (names FDM_FAULT accepts);
+    - a tick's loss is the mean per-sample loss of its step; its images_per_s is its images over its
+      duration, so the ticks' durations add up to no more than the run's span in the log (time - started);
+    - the progress bar counts images (SI prefixes) up to the duration, says "training" or "resumed";
+    - the tracker's tags name the code that trains."""
+    import fdm.tracking
+    from fdm.faults import POINTS
+    from fdm.provenance import code_version
+    from fdm.training import loop
+
+    events, losses, bars, shown, tags = [], [], [], [], []
+    save_state, optimizer_step = loop.TrainingRun.save_state, loop.TrainingRun.optimizer_step
+
+    def recording_save_state(self):
+        events.append(("state", self.images_seen))
+        save_state(self)
+
+    def recording_step(self):
+        losses.append(optimizer_step(self))
+        return losses[-1]
+
+    class Bar(loop.tqdm):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            bars.append(self)
+            shown.append(not self.disable)
+
+    class Tracker(fdm.tracking.Tracker):
+        def __init__(self, *args, **kwargs):
+            tags.append(kwargs["tags"])
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(loop.TrainingRun, "save_state", recording_save_state)
+    monkeypatch.setattr(loop.TrainingRun, "optimizer_step", recording_step)
+    monkeypatch.setattr(loop, "fault_point", lambda name, where: events.append((name, str(where))))
+    monkeypatch.setattr(loop, "tqdm", Bar)
+    monkeypatch.setattr(fdm.tracking, "Tracker", Tracker)
+    run_dir = tmp_path / "run"
+    schedule = dict(tick_kimg=0.008, state_every_kimg=0.008, snapshot_kimg=(), progress=True)
+    train(tiny_config(tiny_data, run_dir, duration_kimg=0.016, **schedule))
+    train(tiny_config(tiny_data, run_dir, duration_kimg=0.032, **schedule))
+
+    where = str(run_dir)
+    assert events == [
+        event
+        for images in (8, 16, 24, 32)
+        for event in (("train:before_state", where), ("state", images), ("train:after_state", where))
+    ]
+    assert {name for name, _ in events if name != "state"} <= set(POINTS)
+    records = [json.loads(line) for line in (run_dir / "train.jsonl").read_text().splitlines()]
+    assert [r["kimg"] for r in records] == [0.008, 0.016, 0.024, 0.032]
+    assert [r["loss"] for r in records] == pytest.approx([loss / 8 for loss in losses], rel=1e-12)
+    for started in {r["started"] for r in records}:
+        ticks = [r for r in records if r["started"] == started]
+        assert sum(8 / r["images_per_s"] for r in ticks) <= ticks[-1]["time"] - started + 1e-3, ticks
+    assert [(bar.desc, bar.total, bar.n) for bar in bars] == [("training", 16, 16), ("resumed", 32, 32)]
+    assert all(bar.unit == "img" and bar.unit_scale is True for bar in bars) and shown == [True, True]
+    source = code_version("train")
+    assert [(t["fdm.source_sha256"], t["mlflow.source.git.commit"]) for t in tags] == [
+        (source["source_sha256"], str(source["commit"]))
+    ] * 2
+
+
+def test_one_optimizer_step_follows_the_documented_recipe(tiny_data, tmp_path, monkeypatch):
+    """One step of batch 8 in eight micro-batches of 1 (docs/training.md, "Randomness, determinism and
+    processes"; fdm.training.loop's docstring):
+    - the network is initialised after seeding the global generator with derive_seed(seed, "init");
+    - each micro-batch's dropout masks come after reseeding it with derive_seed(seed, "dropout", k), k the
+      micro-batch's first sample, and the network gets the class labels of its images (cond);
+    - the step's loss is the sum over micro-batches of their per-sample losses, accumulated in float64;
+    - NaN, +inf and -inf in a gradient become 0, 1e5 and -1e5, and a parameter without a gradient gets
+      zeros (here one frozen), whatever the process count."""
+    from fdm.distributed import processes
+    from fdm.nets import build
+    from fdm.training import loop
+
+    calls = []
+    per_sample_loss = loop.per_sample_loss
+
+    def recording(denoiser, formulation, y, sigma, noise, class_labels, augment_labels, step):
+        seed = torch.initial_seed()
+        losses = per_sample_loss(denoiser, formulation, y, sigma, noise, class_labels, augment_labels, step)
+        calls.append((seed, class_labels, losses.detach().clone()))
+        return losses
+
+    monkeypatch.setattr(loop, "per_sample_loss", recording)
+    cfg = tiny_config(tiny_data, tmp_path / "step", batch_per_device=1)
+    with processes("cpu") as world:
+        run = loop.TrainingRun(cfg, world)
+    torch.manual_seed(derive_seed(cfg.seed, "init"))
+    initial = build(**run.net_config).state_dict()
+    assert all(torch.equal(initial[k], v) for k, v in run.net.state_dict().items())
+
+    params = list(run.net.parameters())
+    for p, value in zip(params[:3], (math.nan, math.inf, -math.inf), strict=True):
+        p.register_hook(lambda grad, value=value: torch.full_like(grad, value))
+    frozen = params[3].requires_grad_(False)
+    loss = run.optimizer_step()
+
+    assert [seed for seed, _, _ in calls] == [derive_seed(cfg.seed, "dropout", k) for k in range(8)]
+    for k, (_, class_labels, _) in enumerate(calls):
+        indices = run.stream.draw([k])[0]
+        assert torch.equal(class_labels, run.dataset.get(indices)[1]), k
+    total = 0.0  # float64, micro-batch by micro-batch
+    for _, _, losses in calls:
+        total += float(losses.sum())
+    assert loss == total and loss != float(torch.tensor(total, dtype=torch.float32))
+    for p, value in zip(params[:4], (0.0, 1e5, -1e5, 0.0), strict=True):
+        assert torch.equal(p.grad, torch.full_like(p, value)), value
+    assert frozen.grad is not None and not frozen.requires_grad
+
+
+def test_with_several_processes_the_step_takes_its_loss_and_gradients_from_the_one_all_reduce(
+    tiny_data, tmp_path, monkeypatch
+):
+    """Rank 0 of 2, the all-reduce stood in for: each parameter's gradient comes back from its slice of the
+    one reduced buffer (parameters in order, then the loss), and the step returns the reduced loss."""
+    from fdm.distributed import World
+    from fdm.training import loop
+
+    reduced = []
+
+    def all_reduce_sum(flat, world):
+        assert world.size == 2
+        flat.copy_(torch.arange(flat.numel(), dtype=flat.dtype) / flat.numel())  # the sum, as it were
+        reduced.append(flat.clone())
+        return flat
+
+    monkeypatch.setattr(loop, "all_reduce_sum", all_reduce_sum)
+    run = loop.TrainingRun(tiny_config(tiny_data, tmp_path / "rank0"), World(0, 2, torch.device("cpu")))
+    assert (run.per_device, run.rounds) == (4, 1)
+    loss = run.optimizer_step()
+    (flat,) = reduced
+    assert loss == float(flat[-1]) and run.images_seen == 8
+    assert torch.equal(torch.cat([p.grad.flatten() for p in run.net.parameters()]), flat[:-1])
+
+
+def test_only_rank_0_touches_the_run_folder_before_the_processes_meet(tiny_data, tmp_path, monkeypatch):
+    """Under torchrun every process calls train(); RANK 1 restores no snapshot from kept/ (rank 0 does,
+    before `join` lets the others go on)."""
+    from fdm.training import loop
+
+    class Met(Exception):
+        pass
+
+    def join(device):
+        raise Met
+
+    monkeypatch.setattr(loop, "join", join)
+    run_dir = tmp_path / "run"
+    (run_dir / "kept").mkdir(parents=True)
+    (run_dir / "kept" / "000000.08.safetensors").write_bytes(b"a snapshot")
+    for rank, restored in (("1", False), ("0", True)):
+        monkeypatch.setenv("RANK", rank)
+        with pytest.raises(Met):
+            train(tiny_config(tiny_data, run_dir), restart_on_change=True)
+        assert snapshot_path(run_dir, 0.08).is_file() == restored, rank

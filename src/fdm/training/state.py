@@ -19,8 +19,6 @@ object) or lacks these keys is refused with a clear ``FdmError``.
 
 from __future__ import annotations
 
-import pickle
-import zipfile
 from pathlib import Path
 
 import torch
@@ -45,7 +43,10 @@ def load_state(path) -> dict:
     path = Path(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, zipfile.BadZipFile) as err:
+    except (FileNotFoundError, PermissionError, IsADirectoryError):
+        raise
+    # A damaged file fails inside torch.load in many ways (IndexError, OSError, struct.error, ...).
+    except Exception as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise FdmError(f"{path} is not a plain training state (refusing to load it: {reason})") from None
     if not isinstance(state, dict) or any(key not in state for key in STATE_KEYS):
