@@ -1405,3 +1405,21 @@ def test_each_table_names_the_code_of_its_own_points_and_write_report_returns_ev
     }
     plotted = csv_rows(Path("plots/fid_vs_nfe/digits.csv"))
     assert {(r["series"], r["nfe"]): float(r["fid"]) for r in plotted} == means
+
+
+def test_versions_count_rows_by_code_whatever_the_key_order_of_their_records():
+    """versions.json lists each distinct (training code, evaluation code) once with its number of rows: two
+    rows whose records hold the same code with their keys in another order are one entry."""
+    from fdm.report.write import _distinct_rows
+
+    train = {"commit": "a" * 40, "dirty": False, "source_sha256": "1" * 64}
+    evaluate = {"commit": "b" * 40, "dirty": False, "source_sha256": "2" * 64}
+    reordered = {"source_sha256": "2" * 64, "dirty": False, "commit": "b" * 40}
+    other = {**evaluate, "commit": "c" * 40}
+    versions = {
+        1: {"train": train, "evaluate": evaluate},
+        2: {"evaluate": reordered, "train": dict(reversed(train.items()))},
+        3: {"train": train, "evaluate": other},
+    }
+    rows = _distinct_rows(versions)
+    assert [(r["evaluate"]["commit"][0], r["rows"]) for r in rows] == [("b", 2), ("c", 1)]

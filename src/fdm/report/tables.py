@@ -340,8 +340,8 @@ def _at(value: float | None, scale: float) -> str:
     return "" if value is None else f"{value / scale:.4g}"
 
 
-def _ratio(value: float | None) -> str:
-    return "" if value is None else f"{value:.2f}x"
+def _ratio(value: float) -> str:
+    return f"{value:.2f}x"
 
 
 def _reached(status: str, value: float | None, scale: float) -> str:
