@@ -746,3 +746,56 @@ def test_a_setting_carries_its_default_help_option_and_choices_into_its_option()
     assert parsed == {"count": 4, "rate": None, "mode": "b", "sizes": [0.5, 2.0], "loud": None}
     with pytest.raises(click.BadParameter, match="is not one of"):
         probe.make_context("probe", ["--mode", "c"])
+
+
+def test_the_record_is_the_same_file_for_the_same_settings_however_they_were_spelled(tmp_path, monkeypatch):
+    """trained.json is a function of the run (settings, snapshots, code), not of the order in which its
+    settings were spelled: `fdm train` merges `--formulation-option` over the config file's
+    ``formulation_options``, so equal settings can arrive in either order. The record is the pipeline's
+    declared output and part of the tracking digest (docs/tracking.md), so it must be byte-identical, as a
+    snapshot's metadata is. The loop itself is stubbed: only the record's writing is under test."""
+    from fdm.training import loop
+    from fdm.training.run_folder import snapshot_path
+
+    code = {
+        "stage": "train",
+        "package": "0.1.0",
+        "commit": "c" * 40,
+        "dirty": False,
+        "source_sha256": "d" * 64,
+    }
+
+    class FinishedRun:  # a run whose snapshots exist, as a completed TrainingRun leaves them
+        def __init__(self, cfg, world):
+            self.cfg, self.code = cfg, [code]
+
+        def run(self):
+            for kimg in self.cfg.milestones_kimg():
+                path = snapshot_path(self.cfg.outdir, kimg)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(f"snapshot at {kimg}".encode())
+
+    monkeypatch.setattr(loop, "TrainingRun", FinishedRun)
+    monkeypatch.setattr(loop, "configure_numerics", lambda deterministic, tf32: None)
+    outdir = str(tmp_path / "run")
+    spelled = [
+        {"multiplier": 1.5, "cin": "scale", "P_mean": -1.0},
+        {"P_mean": -1.0, "cin": "scale", "multiplier": 1.5},
+    ]
+    records = []
+    for i, options in enumerate(spelled):
+        cfg = TrainConfig(
+            dataset="d.zip",
+            outdir=outdir,
+            formulation="fdm_edm",
+            formulation_options=options,
+            duration_kimg=10,
+            snapshot_kimg=[5, 10],
+        )
+        record = tmp_path / f"trained{i}.json"
+        loop.train(cfg, record=record)
+        records.append(record.read_bytes())
+    assert _config(formulation_options=spelled[0]) == _config(formulation_options=spelled[1])
+    assert records[0] == records[1]
+    written = json.loads(records[0])
+    assert written["settings"]["formulation_options"] == spelled[0] and written["code"] == code
