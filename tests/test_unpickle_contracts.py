@@ -395,6 +395,9 @@ def test_a_tensor_views_its_range_of_the_storage():
     assert type(t) is torch.Tensor and not t.requires_grad
     assert torch.equal(t, torch.arange(3.0, 9.0).view(2, 3))
     assert torch.equal(load(dumps(tensor(SIXTEEN, 0, (1, 4), (1, 1)))), torch.arange(4.0).view(1, 4))
+    big = 2**31 - 1  # the largest size a BININT holds; (big, big, 2) multiply to just under 2**63
+    at_the_limit = load(dumps(tensor(SIXTEEN, 0, (0, big, big, 2), (1, 1, 1, 1))))
+    assert at_the_limit.shape == (0, big, big, 2) and at_the_limit.stride() == (big * big * 2, big * 2, 2, 1)
     eight_dims = load(dumps(tensor(SIXTEEN, 0, (2,) * 4 + (1,) * 4, (8, 4, 2, 1) + (1,) * 4)))
     assert eight_dims.shape == (2, 2, 2, 2, 1, 1, 1, 1)
     parameter = load(dumps(Call(PARAMETER, tensor(SIXTEEN, 15, (1,), (1,)), False, Call(ORDERED))))
@@ -413,6 +416,15 @@ TENSOR_REFUSALS = {
     ),
     "column-major": (tensor(SIXTEEN, 0, (2, 2), (1, 2)), "a tensor of size [2, 2] with strides [1, 2], not row-major"),
     "past-the-storage": (tensor(SIXTEEN, 10, (7,), (1,)), "a tensor of size [7] at offset 10 in a storage of 16 elements"),
+    # Empty (a zero dimension), so no element is checked, yet torch's strides would overflow int64.
+    "empty-overflowing-6": (
+        tensor(SIXTEEN, 0, (0,) + (2**31 - 1,) * 5, (1,) * 6),
+        f"a tensor of size {[0] + [2**31 - 1] * 5}, whose strides overflow int64",
+    ),
+    "empty-overflowing-4": (
+        tensor(SIXTEEN, 0, (0, 2**31 - 1, 2**31 - 1, 3), (1, 1, 1, 1)),
+        f"a tensor of size {[0, 2**31 - 1, 2**31 - 1, 3]}, whose strides overflow int64",
+    ),
     "requires-grad-1": (tensor(SIXTEEN, 0, (1,), (1,), 1, {}), "a tensor whose requires_grad is 1"),
     "backward-hooks": (
         tensor(SIXTEEN, 0, (1,), (1,), False, {"h": 1}),
@@ -507,3 +519,41 @@ def test_storages_together_hold_at_most_the_budget():
     assert str(refused.value) == "tensor storages of more than 7 bytes in all (more than the file holds)"
     one = dumps(tensor(storage_stream(floats(3.0)), 0, (1,), (1,)))
     assert torch.equal(RestrictedUnpickler(io.BytesIO(one), max_storage_bytes=4).load(), torch.tensor([3.0]))
+
+
+def test_the_default_budget_is_the_bytes_left_in_the_file():
+    """Without ``max_storage_bytes`` the budget is the bytes left in the file when the unpickler is made.
+    Storages never outgrow the bytes they are read from, so only reading the same bytes twice reaches it:
+    rewound, the same unpickler counts the storages again, against the bytes that were left at the start."""
+    data = dumps(tensor(storage_stream(floats(*range(256))), 0, (256,), (1,)))
+    assert 2 * 256 * 4 > len(data)
+    file = io.BytesIO(b"junk" + data)
+    file.seek(4)
+    unpickler = RestrictedUnpickler(file)
+    assert torch.equal(unpickler.load(), torch.arange(256.0))
+    file.seek(4)
+    with pytest.raises(Refusal) as refused:
+        unpickler.load()
+    assert str(refused.value) == (
+        f"tensor storages of more than {len(data):,} bytes in all (more than the file holds)"
+    )
+
+
+TAIL = b"N" * 2**20
+
+
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        (opcodes(b"N") + TAIL, "data after the pickle's end at byte 3"),
+        (b"\x80\x04\xff" + TAIL, "not a pickle: "),
+    ],
+    ids=["data-after-stop", "not-an-operation"],
+)
+def test_a_refusal_leaves_the_rest_of_the_file_unread(data, reason):
+    """Bounded memory: refusing a pickle at a byte reads at most a few bytes of the megabyte after it."""
+    file = io.BytesIO(data)
+    with pytest.raises(Refusal) as refused:
+        RestrictedUnpickler(file, max_storage_bytes=0).load()
+    assert str(refused.value).startswith(reason), str(refused.value)
+    assert file.tell() <= len(data) - len(TAIL) + 8, file.tell()

@@ -29,7 +29,8 @@ torch's reduce functions, whose storages are themselves small legacy-format ``to
     storages of a file together hold at most as many bytes as the file;
   - ``torch._utils._rebuild_tensor_v2`` and ``_rebuild_parameter`` -> a plain tensor viewing
     ``offset .. offset + numel`` of such a storage, after checking that range lies inside it with
-    row-major strides (as every tensor of a real checkpoint has); hooks must be empty;
+    row-major strides (as every tensor of a real checkpoint has) that fit int64, also for an empty
+    tensor; hooks must be empty;
   - ``collections.OrderedDict`` (called without arguments) and ``builtins.set`` (of strings);
   - ``torch.nn.modules.container.ModuleDict`` / ``ModuleList`` / ``Sequential`` -> ``Container``, created
     empty by NEWOBJ, given its ``__dict__`` once by BUILD; calling one is refused;
@@ -67,6 +68,7 @@ OPCODES = frozenset(
 MAX_OPERATIONS = 1_000_000
 MAX_DEPTH = 64
 MAX_TENSOR_DIMS = 8
+MAX_ELEMENTS = 2**63 - 1  # torch's sizes and strides are int64
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,199}")
 
@@ -272,6 +274,10 @@ def _rebuild_tensor(*args) -> torch.Tensor:
         raise Refusal(f"a tensor whose requires_grad is {shown(rest[0])}")
     for hooks in rest[1:]:
         _no_hooks(hooks, "a tensor")
+    # An empty tensor has no element to check, but torch still computes its strides in int64: a size whose
+    # dimensions other than the zeros multiply past that overflows (or raises inside ``view``).
+    if math.prod(max(n, 1) for n in size) > MAX_ELEMENTS:
+        raise Refusal(f"a tensor of size {list(size)}, whose strides overflow int64")
     numel = math.prod(size)
     row_major = tuple(math.prod(size[i + 1 :]) for i in range(len(size)))
     if numel and any(n > 1 and s != r for n, s, r in zip(size, stride, row_major, strict=True)):
