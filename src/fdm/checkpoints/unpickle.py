@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import collections
 import io
+import itertools
 import math
 import pickletools
 import re
@@ -404,7 +405,7 @@ class RestrictedUnpickler:
         """The pickle's object; with ``to_the_end`` no byte may follow its STOP."""
         self._stack, self._marks, self._memo = [], [], []
         operations = pickletools.genops(self._file)
-        for count in range(MAX_OPERATIONS + 1):
+        for count in itertools.count():
             try:
                 op, arg, pos = next(operations)
             except ValueError as err:  # What genops raises for bytes that are not a pickle's operation.
@@ -423,7 +424,6 @@ class RestrictedUnpickler:
             if op.name == "STOP":
                 return self._finish(to_the_end)
             getattr(self, f"_op_{op.name.lower()}")(arg)
-        raise AssertionError("unreachable: the loop returns or raises")
 
     # The stack machine (pickle's own semantics, narrowed to what a training pickle needs).
 
@@ -437,7 +437,7 @@ class RestrictedUnpickler:
 
     def _top(self, kind, what: str):
         if not self._stack or not isinstance(self._stack[-1], kind):
-            self._fail(f"{what} without its {kind.__name__ if isinstance(kind, type) else 'target'}")
+            self._fail(f"{what} without its {kind.__name__}")
         return self._stack[-1]
 
     def _pop_mark(self) -> list:
