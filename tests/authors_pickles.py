@@ -92,6 +92,17 @@ class Call:
         return self
 
 
+class Built(Call):
+    """Pickles as a call of ``func`` with ``args``, then BUILD with ``state``."""
+
+    def __init__(self, func: Global, args: tuple, state):
+        super().__init__(func, *args)
+        self.state = state
+
+    def __reduce__(self):
+        return self.func, self.args, self.state
+
+
 class _Pickler(pickle._Pickler):
     dispatch = dict(pickle._Pickler.dispatch)
 

@@ -43,7 +43,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from authors_pickles import Call, Global, _Pickler, dumps, training_pickle
+from authors_pickles import Built, Call, Global, _Pickler, dumps, training_pickle
 from data_fixtures import run_fdm
 
 from fdm.data.download import download
@@ -81,17 +81,6 @@ MODULE_DICT = Global("torch.nn.modules.container", "ModuleDict")
 ORDERED = Call(Global("collections", "OrderedDict"))
 DTYPE = Global("numpy", "dtype")
 SCALAR = Global("numpy._core.multiarray", "scalar")
-
-
-class Built(Call):
-    """Pickles as a call of ``func`` with ``args``, then BUILD with ``state``."""
-
-    def __init__(self, func: Global, args: tuple, state):
-        super().__init__(func, *args)
-        self.state = state
-
-    def __reduce__(self):
-        return self.func, self.args, self.state
 
 
 class Created:

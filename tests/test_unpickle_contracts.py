@@ -16,7 +16,7 @@ import struct
 
 import pytest
 import torch
-from authors_pickles import Call, Global, _Pickler, dumps
+from authors_pickles import Built, Call, Global, _Pickler, dumps
 
 from fdm.checkpoints import unpickle
 from fdm.checkpoints.unpickle import (
@@ -44,17 +44,6 @@ DTYPE = Global("numpy", "dtype")
 SCALAR = Global("numpy._core.multiarray", "scalar")
 FLOAT_STORAGE = Global("torch", "FloatStorage")
 NUMPY_STATE = (3, "<", None, None, None, -1, -1, 0)  # numpy's own state of a little-endian f8
-
-
-class Built(Call):
-    """Pickles as a call of ``func`` with ``args``, then BUILD with ``state``."""
-
-    def __init__(self, func: Global, args: tuple, state):
-        super().__init__(func, *args)
-        self.state = state
-
-    def __reduce__(self):
-        return self.func, self.args, self.state
 
 
 def opcodes(*parts: bytes, protocol: int = 4) -> bytes:
