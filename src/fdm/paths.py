@@ -152,7 +152,9 @@ def trained(run_dir: str) -> str:
 
 
 def snapshot_name(kimg: float) -> str:
-    """File name of the snapshot at ``kimg``, sorting by kimg: ``000200.safetensors``, ``000000.064.safetensors``."""
+    """File name of the snapshot at ``kimg``: ``000200.safetensors``, ``000000.064.safetensors``. Names sort by
+    kimg except where a whole and a fractional milestone share their whole part (``000001.5`` sorts before
+    ``000001``, '5' < 's'); no profile has such a pair, and every lookup goes by name."""
     stem = f"{int(kimg):06d}" if float(kimg).is_integer() else f"{kimg:010.3f}".rstrip("0")
     return f"{stem}.safetensors"
 

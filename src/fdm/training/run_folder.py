@@ -103,7 +103,7 @@ def discard_stale_run(cfg: TrainConfig) -> list[str]:
 
 
 def snapshot_record(cfg: TrainConfig, code: list[dict]) -> dict:
-    """A finished run's record: the file name and SHA-256 of the snapshot of every milestone, in kimg order,
+    """A finished run's record: the file name and SHA-256 of the snapshot of every milestone (by name),
     the settings that describe the model (``TrainConfig.model_settings``) and the code that trained it (``code``: every version, oldest first; ``code_history`` only when a run
     was resumed by hand across a code change)."""
     run_dir = Path(cfg.outdir)
