@@ -437,7 +437,9 @@ def test_snapshot_names_order():
 
 
 def _config(**changes) -> TrainConfig:
-    return TrainConfig(dataset="d.zip", outdir="o", **{"duration_kimg": 10, "snapshot_kimg": [10], **changes})
+    return TrainConfig(
+        **{"dataset": "d.zip", "outdir": "o", "duration_kimg": 10, "snapshot_kimg": [10], **changes}
+    )
 
 
 @pytest.mark.parametrize(
@@ -784,13 +786,8 @@ def test_the_record_is_the_same_file_for_the_same_settings_however_they_were_spe
     ]
     records = []
     for i, options in enumerate(spelled):
-        cfg = TrainConfig(
-            dataset="d.zip",
-            outdir=outdir,
-            formulation="fdm_edm",
-            formulation_options=options,
-            duration_kimg=10,
-            snapshot_kimg=[5, 10],
+        cfg = _config(
+            outdir=outdir, formulation="fdm_edm", formulation_options=options, snapshot_kimg=[5, 10]
         )
         record = tmp_path / f"trained{i}.json"
         loop.train(cfg, record=record)
