@@ -18,6 +18,7 @@ import copy
 import io
 import math
 import pickle
+import struct
 
 import numpy as np
 import torch
@@ -122,6 +123,55 @@ def dumps(obj, protocol: int = 4) -> bytes:
     buffer = io.BytesIO()
     _Pickler(buffer, protocol=protocol).dump(obj)
     return buffer.getvalue()
+
+
+def opcodes(*parts: bytes, protocol: int = 4) -> bytes:
+    """A pickle of the raw operations ``parts`` after PROTO (bytes 0 and 1), then STOP."""
+    return bytes([0x80, protocol]) + b"".join(parts) + b"."
+
+
+def text(value: str) -> bytes:
+    """SHORT_BINUNICODE of ``value``."""
+    return b"\x8c" + bytes([len(value)]) + value.encode()
+
+
+def floats(*values: float) -> bytes:
+    return struct.pack(f"<{len(values)}f", *values)
+
+
+FLOAT_STORAGE = Global("torch", "FloatStorage")
+
+
+def storage_stream(
+    raw: bytes = floats(0.5),
+    *,
+    numel: int | None = None,
+    magic: int = 0x1950A86A20F9469CFC6C,
+    protocol: int = 1001,
+    system=None,
+    record: tuple | None = None,
+    keys: list | None = None,
+    storage_type=FLOAT_STORAGE,
+) -> bytes:
+    """The legacy ``torch.save`` stream of one storage (what ``Storage.__reduce__`` pickles): magic number,
+    protocol, system information, the storage record as a persistent id, its key list, then the element
+    count (int64) and the raw elements. Each part can be replaced by a broken one."""
+    numel = len(raw) // 4 if numel is None else numel
+    record = ("storage", storage_type, "0", "cpu", numel, None) if record is None else record
+    marker = object()
+
+    class Header(_Pickler):
+        def persistent_id(self, obj):
+            return record if obj is marker else None
+
+    out = io.BytesIO()
+    system = {"protocol_version": 1001, "little_endian": True} if system is None else system
+    for obj in (magic, protocol, system):
+        pickle.dump(obj, out, protocol=2)
+    Header(out, protocol=2).dump(marker)
+    pickle.dump(["0"] if keys is None else keys, out, protocol=2)
+    out.write(struct.pack("<q", numel) + raw)
+    return out.getvalue()
 
 
 class _Persistent:

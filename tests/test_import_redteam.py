@@ -31,7 +31,6 @@ import json
 import logging
 import math
 import os
-import pickle
 import resource
 import signal
 import struct
@@ -43,7 +42,18 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from authors_pickles import Built, Call, Global, _Pickler, dumps, training_pickle
+from authors_pickles import (
+    FLOAT_STORAGE,
+    Built,
+    Call,
+    Global,
+    dumps,
+    floats,
+    opcodes,
+    storage_stream,
+    text,
+    training_pickle,
+)
 from data_fixtures import run_fdm
 
 from fdm.data.download import download
@@ -98,33 +108,18 @@ class Created:
 
 
 def legacy_storage(raw: bytes, declared: int, stored: int | None = None) -> bytes:
-    """A float32 storage in torch.save's legacy format (what ``Storage.__reduce__`` pickles): ``declared``
-    elements in its header, ``stored`` (default: the same) in the count before its ``raw`` bytes."""
-
-    class Header(_Pickler):
-        def persistent_id(self, obj):
-            return (
-                ("storage", Global("torch", "FloatStorage"), "0", "cpu", declared, None)
-                if obj is raw
-                else None
-            )
-
-    out = io.BytesIO()
-    system = {
-        "protocol_version": 1001,
-        "little_endian": True,
-        "type_sizes": {"short": 2, "int": 4, "long": 4},
-    }
-    for obj in (0x1950A86A20F9469CFC6C, 1001, system):
-        pickle.dump(obj, out, protocol=2)
-    Header(out, protocol=2).dump(raw)
-    pickle.dump(["0"], out, protocol=2)
-    out.write(struct.pack("<q", declared if stored is None else stored) + raw)
-    return out.getvalue()
-
-
-def floats(*values: float) -> bytes:
-    return struct.pack(f"<{len(values)}f", *values)
+    """A float32 storage in torch.save's legacy format: ``declared`` elements in its header, ``stored``
+    (default: the same) in the count before its ``raw`` bytes."""
+    return storage_stream(
+        raw,
+        numel=declared if stored is None else stored,
+        system={
+            "protocol_version": 1001,
+            "little_endian": True,
+            "type_sizes": {"short": 2, "int": 4, "long": 4},
+        },
+        record=("storage", FLOAT_STORAGE, "0", "cpu", declared, None),
+    )
 
 
 def tensor(storage: bytes, offset: int, size: tuple, stride: tuple) -> Call:
@@ -193,16 +188,6 @@ def deflate_bomb() -> bytes:
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("archive/data/0", bytes(64 << 20))
     return out.getvalue()
-
-
-def opcodes(*parts: bytes) -> bytes:
-    """A protocol-4 pickle of the raw operations ``parts``, then STOP."""
-    return b"\x80\x04" + b"".join(parts) + b"."
-
-
-def text(value: str) -> bytes:
-    """SHORT_BINUNICODE of ``value``."""
-    return b"\x8c" + bytes([len(value)]) + value.encode()
 
 
 def torch_zeros(n: int):

@@ -10,13 +10,22 @@ one is seen. The red-team harness (tests/test_import_redteam.py) runs the attack
 from __future__ import annotations
 
 import io
-import pickle
 import re
 import struct
 
 import pytest
 import torch
-from authors_pickles import Built, Call, Global, _Pickler, dumps
+from authors_pickles import (
+    FLOAT_STORAGE,
+    Built,
+    Call,
+    Global,
+    dumps,
+    floats,
+    opcodes,
+    storage_stream,
+    text,
+)
 
 from fdm.checkpoints import unpickle
 from fdm.checkpoints.unpickle import (
@@ -42,58 +51,11 @@ ORDERED = Global("collections", "OrderedDict")
 SET = Global("builtins", "set")
 DTYPE = Global("numpy", "dtype")
 SCALAR = Global("numpy._core.multiarray", "scalar")
-FLOAT_STORAGE = Global("torch", "FloatStorage")
 NUMPY_STATE = (3, "<", None, None, None, -1, -1, 0)  # numpy's own state of a little-endian f8
-
-
-def opcodes(*parts: bytes, protocol: int = 4) -> bytes:
-    """A pickle of the raw operations ``parts`` after PROTO (bytes 0 and 1), then STOP."""
-    return bytes([0x80, protocol]) + b"".join(parts) + b"."
-
-
-def text(value: str) -> bytes:
-    """SHORT_BINUNICODE of ``value``."""
-    return b"\x8c" + bytes([len(value)]) + value.encode()
 
 
 def stack_global(module: str, name: str) -> bytes:
     return text(module) + text(name) + b"\x93"
-
-
-def floats(*values: float) -> bytes:
-    return struct.pack(f"<{len(values)}f", *values)
-
-
-def storage_stream(
-    raw: bytes = floats(0.5),
-    *,
-    numel: int | None = None,
-    magic: int = 0x1950A86A20F9469CFC6C,
-    protocol: int = 1001,
-    system=None,
-    record: tuple | None = None,
-    keys: list | None = None,
-    storage_type=FLOAT_STORAGE,
-) -> bytes:
-    """The legacy ``torch.save`` stream of one storage (what ``Storage.__reduce__`` pickles): magic number,
-    protocol, system information, the storage record as a persistent id, its key list, then the element
-    count (int64) and the raw elements. Each part can be replaced by a broken one."""
-    numel = len(raw) // 4 if numel is None else numel
-    record = ("storage", storage_type, "0", "cpu", numel, None) if record is None else record
-    marker = object()
-
-    class Header(_Pickler):
-        def persistent_id(self, obj):
-            return record if obj is marker else None
-
-    out = io.BytesIO()
-    system = {"protocol_version": 1001, "little_endian": True} if system is None else system
-    for obj in (magic, protocol, system):
-        pickle.dump(obj, out, protocol=2)
-    Header(out, protocol=2).dump(marker)
-    pickle.dump(["0"] if keys is None else keys, out, protocol=2)
-    out.write(struct.pack("<q", numel) + raw)
-    return out.getvalue()
 
 
 def tensor(stream: bytes, offset: int, size: tuple, stride: tuple, *rest) -> Call:
